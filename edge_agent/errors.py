@@ -34,6 +34,38 @@ class GoldenSampleError(BundleError):
     """Replaying the bundle's golden samples gave different outputs: refuse to fly."""
 
 
+# Narrow bundle errors: one class per start-up check of ``edge_agent.bundle.load_bundle``, so a
+# caller (or a test) can tell the refusals apart without parsing messages.
+
+
+class BundleNotFoundError(BundleError):
+    """The bundle folder, or its manifest.json, does not exist."""
+
+
+class UnsupportedSchemaVersionError(BundleSchemaError):
+    """The manifest declares a schema version this runtime does not read."""
+
+
+class ManifestHashError(BundleIntegrityError):
+    """The manifest's self-hash does not match its content: it was edited after sealing."""
+
+
+class BundleFileMissingError(BundleIntegrityError):
+    """A file the manifest lists is not in the bundle folder."""
+
+
+class FileHashError(BundleIntegrityError):
+    """A bundle file's SHA-256 differs from the one the manifest lists (tampered or corrupted)."""
+
+
+class ModelLoadError(BundleError):
+    """onnxruntime cannot load the bundle's ONNX model."""
+
+
+class FeatureSpecError(BundleSchemaError):
+    """An observation feature is not in the vocabulary, or its size, unit, frame or clip is wrong."""
+
+
 class ExportError(EdgeAgentError):
     """An export failed a check (ONNX checker, parity with the framework); no bundle written."""
 
@@ -59,12 +91,19 @@ __all__ = [
     "BridgeError",
     "BundleContractError",
     "BundleError",
+    "BundleFileMissingError",
     "BundleIntegrityError",
+    "BundleNotFoundError",
     "BundleSchemaError",
     "CalibrationError",
     "ConfigError",
     "EdgeAgentError",
     "ExportError",
+    "FeatureSpecError",
+    "FileHashError",
     "GoldenSampleError",
+    "ManifestHashError",
     "MissionError",
+    "ModelLoadError",
+    "UnsupportedSchemaVersionError",
 ]

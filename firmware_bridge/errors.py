@@ -16,6 +16,10 @@ class LinkUrlError(LinkError, ValueError):
     """A link URL is malformed or names an unsupported scheme."""
 
 
+class LinkDownError(LinkError):
+    """The peer vanished (pty master closed, TCP reset, serial unplugged); reconnecting may fix it."""
+
+
 class CommandError(BridgeError):
     """A command was denied by the autopilot or went unanswered after all retries."""
 

@@ -1,0 +1,158 @@
+"""Crash-safe flight log: a stream of msgpack records, one ``write(2)`` per record.
+
+Each record goes straight to the kernel with ``os.write`` on an unbuffered descriptor, so a
+``kill -9`` of the agent loses at most the record being written: the reader stops cleanly at a
+truncated tail. (A power cut is another matter: call :meth:`FlightLog.sync` at phase changes,
+which the loop does; fsync on every tick would cost milliseconds on an SD card.)
+
+A long flight cannot fill the disk: past ``max_bytes`` the log rotates into numbered segments
+``NAME.1, NAME.2, ...`` and only the newest ``keep_segments`` are kept; the first segment
+(with the header) is always kept so a log stays attributable to its bundle and mission.
+
+Record kinds (``"k"`` key): ``header`` (once, first), ``tick`` (every loop tick), ``event``
+(mode changes, link loss, shield latches, activation steps, ...). Field names carry units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from edge_agent.errors import EdgeAgentError
+
+SCHEMA_VERSION = 1
+_MAX_RECORD_BYTES = 1 << 20
+
+
+class FlightLogError(EdgeAgentError):
+    """A flight log cannot be opened or is not a flight log."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """Disk budget of one flight log."""
+
+    max_bytes: int = 64 << 20
+    """Size at which the current segment is closed and a new one begun."""
+    keep_segments: int = 8
+    """Newest segments kept (besides the first, which holds the header)."""
+
+
+class FlightLog:
+    """Append-only writer. Not thread-safe: the loop owns it."""
+
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], limits: LogLimits = LogLimits()):
+        self.path = Path(path)
+        self.limits = limits
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._segment = 0
+        self._written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise FlightLogError(
+                f"cannot create flight log {self.path}: {exc.strerror}; choose a writable --log path"
+            ) from exc
+        self.write({"k": "header", "schema": SCHEMA_VERSION, **header})
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; rotates past the size limit. Never raises on a full disk in flight."""
+        data = self._packer.pack(record)
+        try:
+            os.write(self._fd, data)
+        except OSError:
+            # A full or failed disk must not take the vehicle down; the loop reports it once.
+            self.dropped += 1
+            return
+        self._written += len(data)
+        if self._written >= self.limits.max_bytes:
+            self._rotate()
+
+    dropped: int = 0
+
+    def event(self, t_s: float, name: str, **fields: Any) -> None:
+        """Append an event record."""
+        self.write({"k": "event", "t_s": t_s, "name": name, **fields})
+
+    def sync(self) -> None:
+        """Flush to stable storage (phase changes only: it can take milliseconds)."""
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._segment += 1
+        self._written = 0
+        seg_path = segment_path(self.path, self._segment)
+        self._fd = os.open(seg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        stale = self._segment - self.limits.keep_segments
+        if stale >= 1:
+            segment_path(self.path, stale).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self._fd >= 0:
+            self.sync()
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FlightLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def segment_path(path: Path, index: int) -> Path:
+    """Path of rotated segment ``index`` (0 is the log itself)."""
+    return path if index == 0 else path.with_name(f"{path.name}.{index}")
+
+
+def read_log(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield every complete record of a log and its rotated segments, oldest first.
+
+    A truncated last record (the agent was killed mid-write) is skipped silently; anything
+    else that is not a msgpack map raises :class:`FlightLogError`.
+    """
+    base = Path(path)
+    if not base.is_file():
+        raise FlightLogError(
+            f"flight log {base} does not exist; pass the file written by `edge-agent run --log`"
+        )
+    segments = [base]
+    i = 1
+    while True:
+        p = segment_path(base, i)
+        if p.exists():
+            segments.append(p)
+        elif i > 1 and not any(segment_path(base, j).exists() for j in range(i, i + 1024)):
+            break
+        i += 1
+    first = True
+    for seg in segments:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_RECORD_BYTES * 4, strict_map_key=False)
+        with open(seg, "rb") as f:
+            while chunk := f.read(1 << 16):
+                unpacker.feed(chunk)
+                try:
+                    for rec in unpacker:
+                        if not isinstance(rec, dict) or "k" not in rec:
+                            raise FlightLogError(f"{seg} holds a record that is not a flight-log record")
+                        if first and rec["k"] != "header":
+                            raise FlightLogError(f"{base} does not start with a flight-log header")
+                        first = False
+                        yield rec
+                except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+                    if isinstance(exc, FlightLogError):
+                        raise
+                    raise FlightLogError(f"{seg} is corrupt ({exc}); it is not a flight log") from exc
+        # Leftover bytes in the unpacker are a record cut short by a crash: dropped by design.
+    if first:
+        raise FlightLogError(f"{base} is empty: the agent wrote no header")

@@ -1,0 +1,418 @@
+"""The onboard loop: the I/O shell around :class:`edge_agent.agent.AgentCore`.
+
+Per tick, at a fixed rate on a monotonic clock::
+
+    session.poll → VehicleState → AgentCore.step (obs → policy → calibrator → shield)
+      → adapter.send(certified setpoint) → flight-log record → (every 0.5 s) ground-station report
+
+Phases: connect (wait for the autopilot's HEARTBEAT and fresh telemetry) → activate (PX4:
+take off, pre-stream, OFFBOARD; ArduPilot: GUIDED, arm, take off) → fly → finish. Finishing
+leaves the vehicle safe: on mission completion, SIGINT or SIGTERM the loop commands the
+mission's end action (land, or the autopilot's own hold); when the autopilot or the pilot takes
+control away, the loop stops commanding at once and never takes control back (DESIGN.md).
+
+The companion HEARTBEAT goes out only while this loop says it is healthy: a stuck or dying loop
+goes silent, so the autopilot's own offboard-loss failsafe takes over.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.agent import AgentCore, build_agent
+from edge_agent.bundle import Bundle
+from edge_agent.errors import ActivationError, ConfigError
+from edge_agent.flightlog import FlightLog, LogLimits
+from edge_agent.mission import Mission
+from edge_agent.observation import state_arrays
+from edge_agent.policy import PolicyRunner
+from edge_agent.shield import Reason
+from firmware_bridge.adapters import ArduPilotGuided, CustomFirmware, Px4Offboard, VehicleAdapter, activate
+from firmware_bridge.errors import CommandError
+from firmware_bridge.links import Link
+from firmware_bridge.session import MavlinkSession, SessionConfig
+from firmware_bridge.types import Autopilot, VehicleState, VelocityNedYawRate
+
+# MAV_SEVERITY
+_WARNING, _NOTICE, _INFO = 4, 5, 6
+_LAYER_NAMES = ("none", "watchdog", "barrier", "fallback")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    """Settings of one flight, given on the command line."""
+
+    rate_hz: float | None = None
+    """Control rate; None = the bundle's training rate (the policy was trained at it)."""
+    takeoff_alt_m: float = 5.0
+    """Take-off height above the origin when the vehicle starts on the ground."""
+    connect_timeout_s: float = 15.0
+    activation_timeout_s: float = 60.0
+    max_duration_s: float = math.inf
+    shield_enabled: bool = True
+    """False only to demonstrate what the shield prevents (the watchdog stays on)."""
+    deadline_frac: float = 0.5
+    """Inference deadline as a fraction of the control period."""
+    gcs_period_s: float = 0.5
+    """How often margin, coverage and interventions go to the ground station."""
+    end_action: str = "land"
+    """What the vehicle does when the mission completes or the agent is stopped: land | hold."""
+    log_limits: LogLimits = field(default_factory=LogLimits)
+
+    def __post_init__(self) -> None:
+        if self.rate_hz is not None and not 1.0 <= self.rate_hz <= 1000.0:
+            raise ConfigError(f"control rate {self.rate_hz} Hz is outside 1–1000 Hz")
+        if self.end_action not in ("land", "hold"):
+            raise ConfigError(f"end action {self.end_action!r} must be 'land' or 'hold'")
+        if not 0.0 < self.deadline_frac <= 1.0:
+            raise ConfigError(f"deadline_frac {self.deadline_frac} must lie in (0, 1]")
+
+
+@dataclass
+class RunSummary:
+    """What a flight did, for the terminal and the report."""
+
+    ticks: int = 0
+    duration_s: float = 0.0
+    mission_complete: bool = False
+    end_reason: str = ""
+    interventions: dict[str, int] = field(default_factory=lambda: {n: 0 for n in _LAYER_NAMES[1:]})
+    reasons: dict[str, int] = field(default_factory=dict)
+    deadline_misses: int = 0
+    overruns: int = 0
+    min_slack_m: float = math.inf
+    max_margin_m: float = 0.0
+    final_miscoverage: float = float("nan")
+    tick_latency_us_p50: float = float("nan")
+    tick_latency_us_p99: float = float("nan")
+    jitter_us_p99: float = float("nan")
+    control_lost: str | None = None
+    log_path: str = ""
+
+
+class Runtime:
+    """One flight of one bundle over one link."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        mission: Mission,
+        link: Link,
+        *,
+        protocol: str = "mavlink",
+        config: LoopConfig | None = None,
+        log_path: str | Path = "flight.eal",
+        clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], None] = time.sleep,
+        session_config: SessionConfig | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.mission = mission
+        self.link = link
+        self.config = config or LoopConfig()
+        self.clock = clock
+        self.sleep = sleep
+        self.rate_hz = self.config.rate_hz or bundle.manifest.control_rate_hz
+        self.period_ns = round(1e9 / self.rate_hz)
+        self.log_path = Path(log_path)
+        self._stop_reason: str | None = None
+        self.custom: CustomFirmware | None = None
+        self.session: MavlinkSession | None = None
+        if protocol == "custom":
+            self.custom = CustomFirmware(link, clock)
+        elif protocol == "mavlink":
+            self.session = MavlinkSession(link, clock, session_config)
+        else:
+            raise ConfigError(f"protocol {protocol!r} must be 'mavlink' or 'custom'")
+        self.policy = PolicyRunner(bundle)
+        self.adapter: VehicleAdapter | None = None
+        self.core: AgentCore | None = None
+        self.log: FlightLog | None = None
+        self.summary = RunSummary(log_path=str(self.log_path))
+
+    # -- the outside world -------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to finish safely at the next tick (signal handlers call this)."""
+        self._stop_reason = reason
+
+    def _poll(self, now_ns: int) -> None:
+        if self.session is not None:
+            self.session.poll(now_ns)
+        else:
+            assert self.custom is not None
+            self.custom.poll(now_ns)
+
+    @property
+    def state(self) -> VehicleState:
+        """The bridge's current snapshot."""
+        return self.session.state if self.session is not None else self.custom.state  # type: ignore[union-attr]
+
+    def _set_healthy(self, healthy: bool) -> None:
+        if self.session is not None:
+            self.session.set_healthy(healthy)
+        else:
+            assert self.custom is not None
+            self.custom.set_healthy(healthy)
+
+    def _gcs_text(self, severity: int, text: str) -> None:
+        if self.session is not None:
+            self.session.send_statustext(severity, text)
+
+    # -- phases --------------------------------------------------------------------------------
+
+    def connect(self) -> VehicleState:
+        """Wait for the autopilot's HEARTBEAT and fresh position telemetry."""
+        self._set_healthy(True)
+        start = self.clock()
+        while True:
+            now = self.clock()
+            self._poll(now)
+            st = self.state
+            fresh = st.pos_ned_m is not None and (now - st.pos_ned_m.stamp_ns) < 0.5e9
+            if st.link_up and fresh and st.vel_ned_m_s is not None:
+                return st
+            if now - start > self.config.connect_timeout_s * 1e9:
+                what = "no HEARTBEAT" if not st.link_up else "no fresh LOCAL_POSITION_NED"
+                raise ActivationError(
+                    f"{what} from the autopilot on {self.link.url} within {self.config.connect_timeout_s:.0f} s: "
+                    f"check the cable or URL, the baud rate, and that the autopilot streams telemetry"
+                )
+            self.sleep(0.01)
+
+    def activate(self) -> None:
+        """Take control: the flavour's activation sequence, holding position throughout."""
+        st = self.state
+        if self.custom is not None:
+            self.adapter = self.custom
+        elif st.autopilot == Autopilot.ARDUPILOT:
+            assert self.session is not None
+            self.adapter = ArduPilotGuided(self.session)
+        else:
+            assert self.session is not None
+            self.adapter = Px4Offboard(self.session)
+        hold = VelocityNedYawRate((0.0, 0.0, 0.0), 0.0)
+        takeoff = self.config.takeoff_alt_m if st.landed_state in (0, 1) or not st.armed else 0.0
+        try:
+            activate(
+                self.adapter,
+                self._poll,
+                hold,
+                self.clock,
+                takeoff_alt_m=takeoff,
+                timeout_s=self.config.activation_timeout_s,
+                sleep=self.sleep,
+            )
+        except CommandError as exc:
+            raise ActivationError(f"could not take control of the vehicle: {exc}") from exc
+
+    def _build(self) -> AgentCore:
+        deadline = self.config.deadline_frac / self.rate_hz
+        return build_agent(
+            policy=self.policy,
+            manifest=self.bundle.manifest,
+            mission=self.mission,
+            n=1,
+            params=self.state.params,
+            shield_enabled=self.config.shield_enabled,
+            inference_deadline_s=deadline,
+            timer=time.perf_counter,
+        )
+
+    def _header(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {
+            "bundle": str(self.bundle.path),
+            "manifest_sha256": m.manifest_sha256,
+            "features": list(m.feature_names),
+            "action_kind": m.action.kind,
+            "rate_hz": self.rate_hz,
+            "mission": _mission_record(self.mission),
+            "shield_enabled": self.config.shield_enabled,
+            "certificate": dict(m.certificate) if m.certificate else None,
+            "calibration": dict(m.calibration) if m.calibration else None,
+            "autopilot": self.state.autopilot.name,
+            "params": dict(self.state.params),
+            "link": self.link.url,
+        }
+
+    def run(self) -> RunSummary:
+        """Connect, activate, fly until done or stopped; returns the summary. Closes the log."""
+        self.connect()
+        self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
+        try:
+            self.log.event(0.0, "connected", autopilot=self.state.autopilot.name, mode=self.state.mode)
+            self.activate()
+            self.core = self._build()
+            self.policy.reset()
+            self.log.event(self._t(), "activated", mode=self.state.mode)
+            self.log.sync()
+            self._gcs_text(_INFO, "edge-agent: in control")
+            self._fly()
+        finally:
+            self._set_healthy(False)
+            self.log.close()
+        return self.summary
+
+    # -- flying ---------------------------------------------------------------------------------
+
+    def _t(self) -> float:
+        return (self.clock() - self._t0_ns) * 1e-9
+
+    _t0_ns: int = 0
+
+    def _fly(self) -> None:
+        assert self.core is not None and self.adapter is not None and self.log is not None
+        core, adapter, log, s = self.core, self.adapter, self.log, self.summary
+        latencies: list[int] = []
+        lateness: list[int] = []
+        start = self.clock()
+        self._t0_ns = start
+        next_tick = start
+        next_gcs = start
+        link_ok = np.ones(1, dtype=bool)
+        hb_timeout_ns = core.shield.config.heartbeat_timeout_s * 1e9
+        while True:
+            now = self.clock()
+            if now < next_tick:
+                self.sleep((next_tick - now) * 1e-9)
+                now = self.clock()
+            late = now - next_tick
+            lateness.append(late)
+            if late > self.period_ns:
+                s.overruns += 1
+                next_tick = now  # drop the missed ticks rather than bursting to catch up
+            next_tick += self.period_ns
+            t = (now - start) * 1e-9
+
+            self._poll(now)
+            st = self.state
+            lost = adapter.check_control(st, now)
+            if lost is not None:
+                s.control_lost = f"{lost.reason} (mode {lost.mode})"
+                log.event(t, "control_lost", mode=lost.mode, armed=lost.armed, reason=lost.reason)
+                self._gcs_text(_WARNING, f"edge-agent: control lost to {lost.mode}; not taking it back")
+                self._finish(t, "control lost: " + lost.reason, command_end=False)
+                return
+            link_ok[0] = st.link_up and (now - st.heartbeat_stamp_ns) < hb_timeout_ns
+            arrays = state_arrays(st, now)
+            d = core.step(arrays, t, link_ok)
+            sp = d.setpoint[0]
+            adapter.send(VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3])))
+            done_ns = self.clock()
+            latencies.append(done_ns - now)
+            if d.inference_s > core.inference_deadline_s:
+                s.deadline_misses += 1
+
+            layer = int(d.layer[0])
+            if d.intervened[0]:
+                s.interventions[_LAYER_NAMES[layer]] += 1
+                name = Reason(int(d.reason[0])).name
+                s.reasons[name] = s.reasons.get(name, 0) + 1
+            slack = float(d.min_slack_m[0])
+            if math.isfinite(slack):
+                s.min_slack_m = min(s.min_slack_m, slack)
+            s.max_margin_m = max(s.max_margin_m, float(d.margin_m[0]))
+            s.final_miscoverage = float(d.miscoverage[0])
+            s.ticks += 1
+            log.write(
+                {
+                    "k": "tick",
+                    "t_s": t,
+                    "pos_ned_m": arrays.pos_ned_m[0].tolist(),
+                    "vel_ned_m_s": arrays.vel_ned_m_s[0].tolist(),
+                    "age_s": arrays.signal_age_s[0].tolist(),
+                    "raw_action": d.raw_action[0].tolist(),
+                    "setpoint": sp.tolist(),
+                    "layer": layer,
+                    "reason": int(d.reason[0]),
+                    "stage": int(d.fallback_stage[0]),
+                    "margin_m": float(d.margin_m[0]),
+                    "score_m": float(d.score_m[0]),
+                    "miscoverage": float(d.miscoverage[0]),
+                    "alarm": bool(d.alarm[0]),
+                    "slack_m": slack,
+                    "goal": int(d.goal_index[0]),
+                    "infer_us": d.inference_s * 1e6,
+                    "tick_us": (done_ns - now) * 1e-3,
+                    "late_us": late * 1e-3,
+                    "mode": st.mode,
+                }
+            )
+            if now >= next_gcs:
+                next_gcs = now + round(self.config.gcs_period_s * 1e9)
+                self._report_gcs(d.margin_m[0], d.miscoverage[0], s)
+            if d.intervened[0] and layer == 3 and int(d.fallback_stage[0]) != getattr(self, "_last_stage", 0):
+                log.event(t, "fallback", stage=int(d.fallback_stage[0]), reason=Reason(int(d.reason[0])).name)
+                self._gcs_text(_WARNING, f"edge-agent: fallback {Reason(int(d.reason[0])).name}")
+            self._last_stage = int(d.fallback_stage[0])
+
+            if d.mission_complete[0]:
+                s.mission_complete = True
+                self._finish(t, "mission complete")
+                break
+            if self._stop_reason is not None:
+                self._finish(t, self._stop_reason)
+                break
+            if t > self.config.max_duration_s:
+                self._finish(t, f"time limit {self.config.max_duration_s:.0f} s")
+                break
+        s.duration_s = (self.clock() - start) * 1e-9
+        if latencies:
+            lat = np.array(latencies) * 1e-3
+            s.tick_latency_us_p50 = float(np.percentile(lat, 50))
+            s.tick_latency_us_p99 = float(np.percentile(lat, 99))
+            s.jitter_us_p99 = float(np.percentile(np.array(lateness) * 1e-3, 99))
+
+    _last_stage: int = 0
+
+    def _report_gcs(self, margin: float, miscoverage: float, s: RunSummary) -> None:
+        if self.session is None:
+            return
+        self.session.send_named_value_float("EA_MARGIN", float(margin))
+        self.session.send_named_value_float(
+            "EA_MISCOV", float(miscoverage) if math.isfinite(miscoverage) else -1.0
+        )
+        self.session.send_named_value_float("EA_INTERV", float(sum(s.interventions.values())))
+
+    def _finish(self, t: float, reason: str, *, command_end: bool = True) -> None:
+        """End the flight leaving the vehicle safe; never re-enter the external mode afterwards."""
+        assert self.log is not None
+        self.summary.end_reason = reason
+        self.log.event(t, "finish", reason=reason)
+        if command_end:
+            # Hold still while the end command is acknowledged, then hand over to the autopilot.
+            hold = VelocityNedYawRate((0.0, 0.0, 0.0), 0.0)
+            assert self.adapter is not None
+            if self.session is not None:
+                handle = (
+                    self.session.land() if self.config.end_action == "land" else self.session.set_mode("HOLD")
+                )
+                deadline = self.clock() + 3_000_000_000
+                while not handle.done and self.clock() < deadline:
+                    self.adapter.send(hold)
+                    self._poll(self.clock())
+                    self.sleep(0.02)
+                self.log.event(
+                    self._t(), "end_command", action=self.config.end_action, accepted=handle.accepted
+                )
+            else:
+                self.adapter.send(hold)
+        self._gcs_text(_NOTICE, f"edge-agent: finished ({reason})")
+        self.log.sync()
+
+
+def _mission_record(m: Mission) -> dict[str, Any]:
+    """The mission as plain data for the log header (the report draws the fence from it)."""
+    from dataclasses import asdict
+
+    out = asdict(m)
+    out.pop("geometry", None)
+    return out

@@ -1,0 +1,685 @@
+"""Vehicle adapters: typed setpoints → the right message for PX4 OFFBOARD, ArduPilot GUIDED or custom firmware.
+
+Each adapter also knows how to take control (``start_activation`` + ``activation_step``, driven
+from the loop; :func:`activate` blocks for start-up) and whether it has control
+(``in_control``). When the autopilot or the pilot takes control away (mode change, disarm)
+``check_control`` reports it once as :class:`ControlLost`, and the adapter latches: it never
+re-enters OFFBOARD/GUIDED by itself, and ``start_activation`` refuses until someone calls
+``acknowledge_loss`` on purpose.
+
+Type masks (bits mean *ignore*; X1 Y2 Z4 VX8 VY16 VZ32 AX64 AY128 AZ256 FORCE512 YAW1024 YAW_RATE2048):
+
+====================  =====  =========================================================
+setpoint              mask   note
+====================  =====  =========================================================
+velocity + yaw rate   1991   PX4 always; ArduPilot when the yaw rate is non-zero
+velocity, ArduPilot   3527   yaw rate 0: ArduPilot's documented velocity mask (ignore yaw and
+                             yaw rate), the one the recorded real flight used, so Copter keeps
+                             its own heading behaviour instead of being pinned to rate 0
+position + yaw        2552   yaw NaN → 3576 (ignore yaw and yaw rate)
+acceleration + rate   1087
+====================  =====  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pymavlink.dialects.v20 import ardupilotmega as mavlink
+
+from firmware_bridge import custom_protocol as cp
+from firmware_bridge.errors import BridgeError, CommandError, LinkDownError
+from firmware_bridge.links import Link
+from firmware_bridge.session import CommandHandle, MavlinkSession
+from firmware_bridge.types import (
+    AccelerationNedYawRate,
+    AttitudeThrust,
+    Autopilot,
+    LandedState,
+    PositionNedYaw,
+    RatesThrust,
+    Setpoint,
+    Signal,
+    VehicleState,
+    VelocityNedYawRate,
+)
+
+MAV_FRAME_LOCAL_NED = 1
+MASK_VELOCITY_YAW_RATE = 1991
+MASK_VELOCITY_ARDUPILOT = 3527
+MASK_POSITION_YAW = 2552
+MASK_POSITION = 3576
+MASK_ACCELERATION_YAW_RATE = 1087
+ATT_MASK_ATTITUDE_THRUST = 0b0000_0111  # ignore the three body rates
+ATT_MASK_RATES_THRUST = 0b1000_0000  # ignore the attitude
+
+PRESTREAM_S = 1.0
+"""PX4 wants an offboard setpoint stream for about a second before it accepts OFFBOARD."""
+PRESTREAM_MAX_GAP_S = 0.5
+"""...at more than 2 Hz: a gap longer than this restarts the count."""
+ARM_RETRY_S = 2.0
+"""How often activation retries an arm the autopilot refused (EKF not ready, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlLost:
+    """The autopilot or pilot took control away; reported once, never undone by the bridge."""
+
+    stamp_ns: int
+    mode: str
+    armed: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationStatus:
+    """Where taking control stands: ``done`` once in control; ``error`` if it gave up."""
+
+    phase: str
+    done: bool = False
+    error: str | None = None
+    detail: str = ""
+
+
+class VehicleAdapter(Protocol):
+    """What the onboard loop needs from a vehicle adapter."""
+
+    autopilot: Autopilot
+    external_mode: str
+    prestream: bool
+    """Whether setpoints must stream while taking control (PX4) or must not (ArduPilot's takeoff)."""
+
+    def send(self, setpoint: Setpoint) -> None:
+        """Send one setpoint now."""
+        ...
+
+    def in_control(self, state: VehicleState) -> bool:
+        """Whether the companion's setpoints are being flown (right mode, armed)."""
+        ...
+
+    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
+        """Report, once, that control was taken away since activation."""
+        ...
+
+    def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
+        """Begin taking control (non-blocking); drive it with activation_step."""
+        ...
+
+    def activation_step(self, now_ns: int) -> ActivationStatus:
+        """Advance activation; call once per tick after poll and send."""
+        ...
+
+
+def _check_finite(setpoint: Setpoint) -> None:
+    values: tuple[float, ...]
+    if isinstance(setpoint, PositionNedYaw):
+        values = setpoint.pos_ned_m  # yaw NaN means "keep heading"
+    elif isinstance(setpoint, VelocityNedYawRate):
+        values = (*setpoint.vel_ned_m_s, setpoint.yaw_rate_rad_s)
+    elif isinstance(setpoint, AccelerationNedYawRate):
+        values = (*setpoint.acc_ned_m_s2, setpoint.yaw_rate_rad_s)
+    elif isinstance(setpoint, AttitudeThrust):
+        values = (*setpoint.q_wxyz, setpoint.thrust_frac)
+    elif isinstance(setpoint, RatesThrust):
+        values = (*setpoint.rates_frd_rad_s, setpoint.thrust_frac)
+    else:
+        raise BridgeError(
+            f"not a setpoint: {setpoint!r}; use one of the dataclasses in firmware_bridge.types"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise BridgeError(f"refusing to send a non-finite setpoint {setpoint!r}; the shield must replace it")
+    if isinstance(setpoint, (AttitudeThrust, RatesThrust)) and not 0.0 <= setpoint.thrust_frac <= 1.0:
+        raise BridgeError(f"thrust_frac must be in [0, 1], got {setpoint.thrust_frac}")
+
+
+def setpoint_to_mavlink(
+    setpoint: Setpoint, autopilot: Autopilot, time_boot_ms: int, target_system: int, target_component: int
+) -> Any:
+    """The pymavlink message (SET_POSITION_TARGET_LOCAL_NED or SET_ATTITUDE_TARGET) for a setpoint."""
+    _check_finite(setpoint)
+    t, ts, tc = time_boot_ms & 0xFFFFFFFF, target_system, target_component
+    if isinstance(setpoint, VelocityNedYawRate):
+        vn, ve, vd = setpoint.vel_ned_m_s
+        rate = setpoint.yaw_rate_rad_s
+        mask = MASK_VELOCITY_YAW_RATE
+        if autopilot == Autopilot.ARDUPILOT and rate == 0.0:
+            mask = MASK_VELOCITY_ARDUPILOT
+        return mavlink.MAVLink_set_position_target_local_ned_message(
+            t, ts, tc, MAV_FRAME_LOCAL_NED, mask, 0, 0, 0, vn, ve, vd, 0, 0, 0, 0, rate
+        )
+    if isinstance(setpoint, PositionNedYaw):
+        n, e, d = setpoint.pos_ned_m
+        yaw = setpoint.yaw_rad
+        mask, yaw_v = (MASK_POSITION, 0.0) if math.isnan(yaw) else (MASK_POSITION_YAW, yaw)
+        return mavlink.MAVLink_set_position_target_local_ned_message(
+            t, ts, tc, MAV_FRAME_LOCAL_NED, mask, n, e, d, 0, 0, 0, 0, 0, 0, yaw_v, 0
+        )
+    if isinstance(setpoint, AccelerationNedYawRate):
+        an, ae, ad = setpoint.acc_ned_m_s2
+        return mavlink.MAVLink_set_position_target_local_ned_message(
+            t, ts, tc, MAV_FRAME_LOCAL_NED, MASK_ACCELERATION_YAW_RATE, 0, 0, 0, 0, 0, 0, an, ae, ad, 0,
+            setpoint.yaw_rate_rad_s,
+        )  # fmt: skip
+    if isinstance(setpoint, AttitudeThrust):
+        return mavlink.MAVLink_set_attitude_target_message(
+            t, ts, tc, ATT_MASK_ATTITUDE_THRUST, list(setpoint.q_wxyz), 0, 0, 0, setpoint.thrust_frac
+        )
+    assert isinstance(setpoint, RatesThrust)
+    p, q, r = setpoint.rates_frd_rad_s
+    return mavlink.MAVLink_set_attitude_target_message(
+        t, ts, tc, ATT_MASK_RATES_THRUST, [1.0, 0.0, 0.0, 0.0], p, q, r, setpoint.thrust_frac
+    )
+
+
+class _ControlLatch:
+    """Shared bookkeeping: had control → lost it → latched until acknowledged."""
+
+    def __init__(self) -> None:
+        self.had_control = False
+        self.lost: ControlLost | None = None
+        self.reported = False
+
+    def check(
+        self, in_control: bool, state: VehicleState, now_ns: int, external_mode: str
+    ) -> ControlLost | None:
+        if in_control:
+            self.had_control = True
+            return None
+        if self.had_control and self.lost is None:
+            if state.mode != external_mode:
+                reason = f"mode changed to {state.mode} by the autopilot or the pilot"
+            else:
+                reason = "vehicle disarmed"
+            self.lost = ControlLost(now_ns, state.mode, state.armed, reason)
+        if self.lost is not None and not self.reported:
+            self.reported = True
+            return self.lost
+        return None
+
+
+class _MavlinkAdapter:
+    """Common part of the PX4 and ArduPilot adapters."""
+
+    autopilot: Autopilot
+    external_mode: str
+
+    def __init__(self, session: MavlinkSession) -> None:
+        self.session = session
+        self._latch = _ControlLatch()
+        self._phase = "idle"
+        self._handle: CommandHandle | None = None
+        self._error: str | None = None
+        self._detail = ""
+        self._takeoff_alt_m = 0.0
+        self._next_arm_ns = 0
+        self.setpoints_sent = 0
+        """Setpoints sent so far."""
+        self._send_times: deque[int] = deque(maxlen=64)
+
+    @property
+    def control_lost(self) -> ControlLost | None:
+        """The loss of control, if it happened (latched until acknowledge_loss)."""
+        return self._latch.lost
+
+    def acknowledge_loss(self) -> None:
+        """A person decided control may be taken again; clears the latch. Never called by the bridge."""
+        self._latch = _ControlLatch()
+        self._phase = "idle"
+
+    def send(self, setpoint: Setpoint) -> None:
+        """Encode and send one setpoint (frame MAV_FRAME_LOCAL_NED, mask per kind, see module doc)."""
+        s = self.session
+        sysid, compid = s._target()
+        now = s._clock()
+        msg = setpoint_to_mavlink(setpoint, self.autopilot, (now - s._start_ns) // 1_000_000, sysid, compid)
+        s.send(msg)
+        self.setpoints_sent += 1
+        self._send_times.append(now)
+
+    def in_control(self, state: VehicleState) -> bool:
+        """Mode is OFFBOARD/GUIDED, armed, and the autopilot is alive."""
+        return state.mode == self.external_mode and state.armed and state.link_up
+
+    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
+        """Report, once, that the autopilot or the pilot took control away after activation."""
+        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
+
+    def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
+        """Begin taking control; keep sending setpoints every tick and call activation_step."""
+        if self._latch.lost is not None:
+            raise BridgeError(
+                f"control was taken away at {self._latch.lost.stamp_ns} ns ({self._latch.lost.reason}); "
+                "the bridge never takes it back by itself: call acknowledge_loss() first if a person decided so"
+            )
+        self._takeoff_alt_m = takeoff_alt_m
+        self._error = None
+        self._detail = ""
+        self._phase = "start"
+        self._handle = None
+        self._next_arm_ns = now_ns
+
+    def _status(self) -> ActivationStatus:
+        return ActivationStatus(self._phase, self._phase == "done", self._error, self._detail)
+
+    def _fail(self, message: str) -> ActivationStatus:
+        self._phase = "failed"
+        self._error = message
+        return self._status()
+
+    def _command_result(self, now_ns: int) -> bool | None:
+        """True accepted, False refused (detail recorded), None pending."""
+        h = self._handle
+        if h is None or not h.done:
+            return None
+        self._handle = None
+        if h.error is None:
+            self._detail = ""
+            return True
+        self._detail = str(h.error)
+        return False
+
+    def _arm_step(self, now_ns: int, next_phase: str) -> ActivationStatus | None:
+        state = self.session.state
+        if state.armed:
+            self._phase = next_phase
+            return None
+        if self._handle is None and now_ns >= self._next_arm_ns:
+            self._handle = self.session.arm()
+        res = self._command_result(now_ns)
+        if res is False:
+            h_err = self._detail
+            if "no COMMAND_ACK" in h_err:
+                return self._fail(h_err)
+            # Refused (EKF not ready, pre-arm checks): retry, keeping the reason visible.
+            self._next_arm_ns = now_ns + int(ARM_RETRY_S * 1e9)
+        return None
+
+
+class Px4Offboard(_MavlinkAdapter):
+    """PX4 OFFBOARD: pre-stream setpoints > 2 Hz for ≥ 1 s, switch to OFFBOARD, arm (if needed)."""
+
+    autopilot = Autopilot.PX4
+    external_mode = "OFFBOARD"
+    prestream = True
+
+    def _prestreamed(self, now_ns: int) -> bool:
+        times = [t for t in self._send_times if t >= now_ns - int((PRESTREAM_S + PRESTREAM_MAX_GAP_S) * 1e9)]
+        if not times or now_ns - times[-1] > PRESTREAM_MAX_GAP_S * 1e9:
+            return False
+        start = times[-1]
+        for earlier in reversed(times[:-1]):
+            if start - earlier > PRESTREAM_MAX_GAP_S * 1e9:
+                break
+            start = earlier
+        return times[-1] - start >= PRESTREAM_S * 1e9
+
+    def activation_step(self, now_ns: int) -> ActivationStatus:
+        """Advance: prestream → OFFBOARD → arm → done (in control)."""
+        if self._phase in ("idle", "done", "failed"):
+            return self._status()
+        state = self.session.state
+        if self._phase == "start":
+            self._phase = "prestream"
+        if self._phase == "prestream":
+            if not state.link_up:
+                self._detail = "waiting for the autopilot's heartbeat"
+            elif self._prestreamed(now_ns):
+                self._phase = "mode"
+                self._handle = self.session.set_mode("OFFBOARD")
+        if self._phase == "mode":
+            res = self._command_result(now_ns)
+            if res is False:
+                return self._fail(f"PX4 refused OFFBOARD: {self._detail}")
+            if res is True or state.mode == "OFFBOARD":
+                self._phase = "arm"
+        if self._phase == "arm":
+            failed = self._arm_step(now_ns, "wait")
+            if failed is not None:
+                return failed
+        if self._phase == "wait" and self.in_control(state):
+            self._phase = "done"
+            self._latch.had_control = True
+        return self._status()
+
+
+class ArduPilotGuided(_MavlinkAdapter):
+    """ArduCopter GUIDED: switch to GUIDED, arm (retried while refused), take off, done once airborne."""
+
+    autopilot = Autopilot.ARDUPILOT
+    external_mode = "GUIDED"
+    # A velocity target in GUIDED replaces the takeoff in progress: stay quiet until airborne.
+    prestream = False
+
+    def activation_step(self, now_ns: int) -> ActivationStatus:
+        """Advance: GUIDED → arm → takeoff → done (in control, in the air)."""
+        if self._phase in ("idle", "done", "failed"):
+            return self._status()
+        state = self.session.state
+        if self._phase == "start":
+            if not state.link_up:
+                self._detail = "waiting for the autopilot's heartbeat"
+                return self._status()
+            self._phase = "mode"
+            self._handle = self.session.set_mode("GUIDED")
+        if self._phase == "mode":
+            res = self._command_result(now_ns)
+            if res is False:
+                return self._fail(f"ArduPilot refused GUIDED: {self._detail}")
+            if res is True:
+                self._phase = "arm"
+        if self._phase == "arm":
+            failed = self._arm_step(now_ns, "takeoff" if self._takeoff_alt_m > 0 else "wait")
+            if failed is not None:
+                return failed
+            if self._phase == "takeoff":
+                # Copter disarms itself if it has not taken off within ~10 s of arming: go at once.
+                self._handle = self.session.takeoff(self._takeoff_alt_m)
+        if self._phase == "takeoff":
+            res = self._command_result(now_ns)
+            if res is False:
+                return self._fail(f"ArduPilot refused takeoff: {self._detail}")
+            if res is True:
+                self._phase = "climb"
+        if self._phase == "climb":
+            pos = state.pos_ned_m
+            high_enough = pos is not None and -pos.value[2] >= 0.9 * self._takeoff_alt_m
+            if high_enough or (pos is None and state.landed_state == LandedState.IN_AIR):
+                self._phase = "wait"
+        if self._phase == "wait" and self.in_control(state):
+            self._phase = "done"
+            self._latch.had_control = True
+        return self._status()
+
+
+def activate(
+    adapter: VehicleAdapter,
+    poll: Callable[[int], object],
+    hold: Setpoint,
+    clock: Callable[[], int],
+    *,
+    takeoff_alt_m: float = 0.0,
+    timeout_s: float = 60.0,
+    rate_hz: float = 20.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ActivationStatus:
+    """Blocking start-up helper: poll and step activation at ``rate_hz`` until in control.
+
+    ``hold`` is streamed every step when the adapter needs a setpoint stream to take control
+    (``adapter.prestream``, PX4) and once in control in any case.
+
+    Raises CommandError if activation fails or does not finish within ``timeout_s``.
+    """
+    start = clock()
+    adapter.start_activation(start, takeoff_alt_m)
+    while True:
+        now = clock()
+        poll(now)
+        if adapter.prestream:
+            adapter.send(hold)
+        status = adapter.activation_step(now)
+        if status.done:
+            adapter.send(hold)
+            return status
+        if status.error is not None:
+            raise CommandError(f"taking control failed: {status.error}", command=0, result=None)
+        if now - start > timeout_s * 1e9:
+            raise CommandError(
+                f"taking control did not finish within {timeout_s:.0f} s (stuck in {status.phase!r}: {status.detail})",
+                command=0,
+                result=None,
+            )
+        sleep(1.0 / rate_hz)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom firmware over COBS+msgpack
+
+
+class _CustomCommand:
+    __slots__ = ("attempts", "deadline_ns", "done", "error", "msg", "started_ns")
+
+    def __init__(self, msg: cp.Command) -> None:
+        self.msg = msg
+        self.attempts = 0
+        self.deadline_ns = 0
+        self.started_ns = 0
+        self.done = False
+        self.error: CommandError | None = None
+
+
+class CustomFirmware:
+    """Session and adapter in one for firmware speaking :mod:`firmware_bridge.custom_protocol`.
+
+    Same surface as the MAVLink pair: ``poll(now_ns)``, ``state``, ``set_healthy``, commands
+    with ACK/timeout/retries, ``send(setpoint)``, ``in_control``, ``check_control`` and
+    activation (Hello handshake → mode OFFBOARD → arm → optional takeoff).
+    """
+
+    autopilot = Autopilot.CUSTOM
+    external_mode = "OFFBOARD"
+    prestream = False
+
+    def __init__(
+        self,
+        link: Link,
+        clock: Callable[[], int],
+        *,
+        heartbeat_period_s: float = 1.0,
+        liveness_timeout_s: float = 3.0,
+        command_timeout_s: float = 0.5,
+        command_retries: int = 3,
+        firmware_name: str = "edge-agent",
+    ) -> None:
+        self.link = link
+        self._clock = clock
+        self.encoder = cp.CustomEncoder()
+        self.decoder = cp.CustomDecoder()
+        self._hb_period_ns = int(heartbeat_period_s * 1e9)
+        self._liveness_ns = int(liveness_timeout_s * 1e9)
+        self._cmd_timeout_ns = int(command_timeout_s * 1e9)
+        self._retries = command_retries
+        self._name = firmware_name
+        self._healthy = False
+        self._next_hb_ns = 0
+        self._next_hello_ns = 0
+        self.peer_hello: cp.Hello | None = None
+        self._fields: dict[str, Any] = {}
+        self._snapshot: VehicleState | None = None
+        self._last_hb_ns = 0
+        self._commands: dict[int, _CustomCommand] = {}
+        self._next_cmd_id = 1
+        self._latch = _ControlLatch()
+        self._phase = "idle"
+        self._error: str | None = None
+        self._takeoff_alt_m = 0.0
+        self._pending: _CustomCommand | None = None
+        self.statustexts: deque[cp.StatusText] = deque(maxlen=32)
+        """Recent STATUSTEXTs from the firmware."""
+        self.protocol_errors: deque[str] = deque(maxlen=8)
+        """Handshake problems (version or role mismatch), newest last."""
+
+    # -- session -----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> VehicleState:
+        """The current VehicleState snapshot."""
+        if self._snapshot is None:
+            self._snapshot = VehicleState(autopilot=Autopilot.CUSTOM, **self._fields)
+        return self._snapshot
+
+    def set_healthy(self, healthy: bool) -> None:
+        """The agent's watchdog verdict; heartbeats to the firmware stop while False."""
+        if healthy and not self._healthy:
+            self._next_hb_ns = 0
+        self._healthy = healthy
+
+    def _set(self, **kw: Any) -> None:
+        self._fields.update(kw)
+        self._snapshot = None
+
+    def _write(self, msg: cp.Message) -> None:
+        try:
+            self.link.write(self.encoder.encode(msg))
+        except LinkDownError:
+            self._set(link_up=False)
+
+    def poll(self, now_ns: int) -> None:
+        """Read, decode and fold messages; send due heartbeat, hello and command retries."""
+        try:
+            data = self.link.read() if self.link.is_open else b""
+        except LinkDownError:
+            data = b""
+            self._set(link_up=False)
+        for msg in self.decoder.feed(data) if data else ():
+            self._handle(msg, now_ns)
+        if self._fields.get("link_up") and now_ns - self._last_hb_ns > self._liveness_ns:
+            self._set(link_up=False)
+        if self.peer_hello is None and now_ns >= self._next_hello_ns:
+            self._next_hello_ns = now_ns + self._hb_period_ns
+            self._write(cp.Hello(cp.PROTOCOL_VERSION, "companion", self._name))
+        if self._healthy and now_ns >= self._next_hb_ns:
+            self._next_hb_ns = now_ns + self._hb_period_ns
+            self._write(cp.Heartbeat(False, "COMPANION", True))
+        for cmd_id, c in list(self._commands.items()):
+            if now_ns < c.deadline_ns:
+                continue
+            if c.attempts <= self._retries:
+                self._transmit(c, now_ns)
+            else:
+                c.done = True
+                c.error = CommandError(
+                    f"{c.msg.kind.name.lower()}: no ACK from the firmware after {c.attempts} attempts",
+                    command=int(c.msg.kind),
+                    result=None,
+                )
+                del self._commands[cmd_id]
+
+    def _handle(self, msg: cp.Message, now_ns: int) -> None:
+        if isinstance(msg, cp.State):
+            t = msg.time_us
+            self._set(
+                pos_ned_m=Signal(msg.pos_ned_m, now_ns, t),
+                vel_ned_m_s=Signal(msg.vel_ned_m_s, now_ns, t),
+                q_wxyz=Signal(msg.q_wxyz, now_ns, t),
+                rates_frd_rad_s=Signal(msg.rates_frd_rad_s, now_ns, t),
+                battery=Signal((msg.battery_frac, msg.battery_v), now_ns, t),
+                landed_state=msg.landed_state,
+            )
+        elif isinstance(msg, cp.Heartbeat):
+            self._last_hb_ns = now_ns
+            self._set(armed=msg.armed, mode=msg.mode, heartbeat_stamp_ns=now_ns, link_up=True)
+        elif isinstance(msg, cp.CommandAck):
+            c = self._commands.get(msg.command_id)
+            if c is None:
+                return
+            del self._commands[msg.command_id]
+            c.done = True
+            if msg.result != cp.AckResult.ACCEPTED:
+                text = f"; firmware said: {msg.text}" if msg.text else ""
+                c.error = CommandError(
+                    f"{c.msg.kind.name.lower()} refused by the firmware: {msg.result.name}{text}",
+                    command=int(c.msg.kind),
+                    result=int(msg.result),
+                )
+        elif isinstance(msg, cp.Hello):
+            try:
+                cp.check_hello(msg, "vehicle")
+            except BridgeError as exc:
+                self.protocol_errors.append(str(exc))
+                return
+            self.peer_hello = msg
+        elif isinstance(msg, cp.StatusText):
+            self.statustexts.append(msg)
+
+    def command(self, kind: cp.CommandKind, param: float = 0.0, text: str = "") -> _CustomCommand:
+        """Send a command (retried); the returned handle has ``done`` and ``error``."""
+        c = _CustomCommand(cp.Command(self._next_cmd_id, kind, param, text))
+        self._next_cmd_id = self._next_cmd_id % 0xFFFF + 1
+        self._commands[c.msg.command_id] = c
+        self._transmit(c, self._clock())
+        return c
+
+    def _transmit(self, c: _CustomCommand, now_ns: int) -> None:
+        if c.attempts == 0:
+            c.started_ns = now_ns
+        c.attempts += 1
+        c.deadline_ns = now_ns + self._cmd_timeout_ns
+        self._write(c.msg)
+
+    # -- adapter -----------------------------------------------------------------------------------
+
+    def send(self, setpoint: Setpoint) -> None:
+        """Send one setpoint as a SETPOINT frame."""
+        _check_finite(setpoint)
+        self._write(cp.SetpointMsg(setpoint))
+
+    def in_control(self, state: VehicleState) -> bool:
+        """Mode OFFBOARD, armed, firmware alive."""
+        return state.mode == self.external_mode and state.armed and state.link_up
+
+    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
+        """Report, once, that the firmware or pilot took control away after activation."""
+        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
+
+    @property
+    def control_lost(self) -> ControlLost | None:
+        """The loss of control, if it happened."""
+        return self._latch.lost
+
+    def acknowledge_loss(self) -> None:
+        """A person decided control may be taken again; never called by the bridge."""
+        self._latch = _ControlLatch()
+        self._phase = "idle"
+
+    def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
+        """Begin: handshake → OFFBOARD → arm → (takeoff) → in control."""
+        if self._latch.lost is not None:
+            raise BridgeError(
+                f"control was taken away ({self._latch.lost.reason}); call acknowledge_loss() first if a person decided so"
+            )
+        self._takeoff_alt_m = takeoff_alt_m
+        self._phase = "hello"
+        self._error = None
+        self._pending = None
+
+    def activation_step(self, now_ns: int) -> ActivationStatus:
+        """Advance activation by what has arrived."""
+        if self._phase in ("idle", "done", "failed"):
+            return ActivationStatus(self._phase, self._phase == "done", self._error)
+        state = self.state
+        if self.protocol_errors:
+            self._phase, self._error = "failed", self.protocol_errors[-1]
+            return ActivationStatus(self._phase, False, self._error)
+        steps: list[tuple[str, cp.CommandKind, float, str]] = [
+            ("mode", cp.CommandKind.SET_MODE, 0.0, self.external_mode),
+            ("arm", cp.CommandKind.ARM, 0.0, ""),
+        ]
+        if self._takeoff_alt_m > 0:
+            steps.append(("takeoff", cp.CommandKind.TAKEOFF, self._takeoff_alt_m, ""))
+        if self._phase == "hello":
+            if self.peer_hello is not None and state.link_up:
+                self._phase = steps[0][0]
+            else:
+                return ActivationStatus(self._phase, detail="waiting for the firmware's hello and heartbeat")
+        for idx, (phase, kind, param, text) in enumerate(steps):
+            if self._phase != phase:
+                continue
+            if self._pending is None:
+                self._pending = self.command(kind, param, text)
+            if self._pending.done:
+                err = self._pending.error
+                self._pending = None
+                if err is not None:
+                    self._phase, self._error = "failed", str(err)
+                    return ActivationStatus(self._phase, False, self._error)
+                self._phase = steps[idx + 1][0] if idx + 1 < len(steps) else "wait"
+            break
+        if self._phase == "wait" and self.in_control(state):
+            self._phase = "done"
+            self._latch.had_control = True
+        return ActivationStatus(self._phase, self._phase == "done", self._error)
