@@ -281,7 +281,7 @@ class Barrier:
             d_eff[floor_off, self.floor_col] = _OFF
         wu, bound, slack, off, bad = self._conditions(prep, u, d_eff)
         raw_min = slack.min(axis=1)
-        ok = ~bad.any(axis=1)
+        ok: B8 = np.logical_not(bad.any(axis=1))
         out = u
         modified = np.zeros(u.shape[0], dtype=bool)
         min_slack = raw_min
@@ -290,7 +290,7 @@ class Barrier:
         if floor_off is not None:
             dist = dist.copy()
             dist[floor_off, self.floor_col] = _OFF
-        breached = ((dist < 0) & ~off).any(axis=1)
+        breached: B8 = np.asarray(((dist < 0) & ~off).any(axis=1))
         if ok.all():
             return BarrierResult(out, ok, modified, reason, min_slack, raw_min, breached)
 
@@ -323,7 +323,7 @@ class Barrier:
         # Verify the final commands with their own bounds (never trust the construction alone).
         _, _, fin_slack, _, fin_bad = self._conditions(prep, out, d_eff)
         min_slack = fin_slack.min(axis=1)
-        ok = ~fin_bad.any(axis=1)
+        ok = np.logical_not(fin_bad.any(axis=1))
         modified = np.any(out != u, axis=1)
         return BarrierResult(out, ok, modified, reason, min_slack, raw_min, breached)
 

@@ -51,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in (
+            "edge_agent",
+            "export",
+            "calib",
+            "sitl",
+            "firmware_bridge",
+        ):
+            raise  # our own module is broken: a bug, not a missing extra
         print(
             f"edge-agent {name}: needs {exc.name!r}, which is not installed. "
             f"Install the workstation extras: pip install 'edge-agent[export,calib]'",
@@ -67,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 from edge_agent.agent import AgentCore, build_agent
 from edge_agent.bundle import Bundle
 from edge_agent.errors import ActivationError, ConfigError
+from edge_agent.fallback import Stage
 from edge_agent.flightlog import FlightLog, LogLimits
 from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
@@ -38,7 +39,7 @@ from firmware_bridge.adapters import ArduPilotGuided, CustomFirmware, Px4Offboar
 from firmware_bridge.errors import CommandError
 from firmware_bridge.links import Link
 from firmware_bridge.session import MavlinkSession, SessionConfig
-from firmware_bridge.types import Autopilot, VehicleState, VelocityNedYawRate
+from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
 
 # MAV_SEVERITY
 _WARNING, _NOTICE, _INFO = 4, 5, 6
@@ -213,6 +214,34 @@ class Runtime:
         except CommandError as exc:
             raise ActivationError(f"could not take control of the vehicle: {exc}") from exc
 
+    def climb(self) -> None:
+        """Climb straight up to the take-off height if activation left the vehicle lower.
+
+        PX4 OFFBOARD activation arms on the ground; ArduPilot's adapter already took off. The
+        policy and the shield take over only above the mission's altitude floor, where the
+        barrier's conditions hold; below it every command would be a floor breach.
+        """
+        assert self.adapter is not None
+        target_down = -self.config.takeoff_alt_m
+        speed = min(self.mission.limits.up_m_s, 1.5)
+        start = self.clock()
+        while True:
+            now = self.clock()
+            self._poll(now)
+            pos = self.state.pos_ned_m
+            if pos is not None and pos.value[2] <= target_down + 0.3:
+                return
+            lost = self.adapter.check_control(self.state, now)
+            if lost is not None:
+                raise ActivationError(f"control lost during the climb: {lost.reason} (mode {lost.mode})")
+            if now - start > 30e9:
+                raise ActivationError(
+                    f"the vehicle did not climb to {self.config.takeoff_alt_m:.1f} m within 30 s; "
+                    f"check thrust, the autopilot's mode, and --takeoff-alt"
+                )
+            self.adapter.send(VelocityNedYawRate((0.0, 0.0, -speed), 0.0))
+            self.sleep(0.02)
+
     def _build(self) -> AgentCore:
         deadline = self.config.deadline_frac / self.rate_hz
         return build_agent(
@@ -246,10 +275,12 @@ class Runtime:
     def run(self) -> RunSummary:
         """Connect, activate, fly until done or stopped; returns the summary. Closes the log."""
         self.connect()
+        self._t0_ns = self.clock()
         self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
         try:
             self.log.event(0.0, "connected", autopilot=self.state.autopilot.name, mode=self.state.mode)
             self.activate()
+            self.climb()
             self.core = self._build()
             self.policy.reset()
             self.log.event(self._t(), "activated", mode=self.state.mode)
@@ -269,11 +300,23 @@ class Runtime:
     _t0_ns: int = 0
 
     def _fly(self) -> None:
-        assert self.core is not None and self.adapter is not None and self.log is not None
-        core, adapter, log, s = self.core, self.adapter, self.log, self.summary
         latencies: list[int] = []
         lateness: list[int] = []
         start = self.clock()
+        try:
+            self._fly_ticks(start, latencies, lateness)
+        finally:
+            s = self.summary
+            s.duration_s = (self.clock() - start) * 1e-9
+            if latencies:
+                lat = np.array(latencies) * 1e-3
+                s.tick_latency_us_p50 = float(np.percentile(lat, 50))
+                s.tick_latency_us_p99 = float(np.percentile(lat, 99))
+                s.jitter_us_p99 = float(np.percentile(np.array(lateness) * 1e-3, 99))
+
+    def _fly_ticks(self, start: int, latencies: list[int], lateness: list[int]) -> None:
+        assert self.core is not None and self.adapter is not None and self.log is not None
+        core, adapter, log, s = self.core, self.adapter, self.log, self.summary
         self._t0_ns = start
         next_tick = start
         next_gcs = start
@@ -354,6 +397,9 @@ class Runtime:
                 self._gcs_text(_WARNING, f"edge-agent: fallback {Reason(int(d.reason[0])).name}")
             self._last_stage = int(d.fallback_stage[0])
 
+            if int(d.fallback_stage[0]) == int(Stage.LAND) and st.landed_state == LandedState.ON_GROUND:
+                self._finish(t, "landed by the shield's fallback", command_end=False)
+                break
             if d.mission_complete[0]:
                 s.mission_complete = True
                 self._finish(t, "mission complete")
@@ -364,12 +410,6 @@ class Runtime:
             if t > self.config.max_duration_s:
                 self._finish(t, f"time limit {self.config.max_duration_s:.0f} s")
                 break
-        s.duration_s = (self.clock() - start) * 1e-9
-        if latencies:
-            lat = np.array(latencies) * 1e-3
-            s.tick_latency_us_p50 = float(np.percentile(lat, 50))
-            s.tick_latency_us_p99 = float(np.percentile(lat, 99))
-            s.jitter_us_p99 = float(np.percentile(np.array(lateness) * 1e-3, 99))
 
     _last_stage: int = 0
 

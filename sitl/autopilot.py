@@ -255,7 +255,14 @@ PX4_RULES = Rules(
     loss_action_param="COM_OBL_RC_ACT",
     loss_action_codes=_PX4_LOSS_ACTIONS,
     fence_action_param="GF_ACTION",
-    fence_action_codes={0: Action.NONE, 1: Action.WARN, 2: Action.HOLD, 3: Action.RETURN, 4: Action.DISARM, 5: Action.LAND},
+    fence_action_codes={
+        0: Action.NONE,
+        1: Action.WARN,
+        2: Action.HOLD,
+        3: Action.RETURN,
+        4: Action.DISARM,
+        5: Action.LAND,
+    },
     default_ready_delay_s=1.0,
     real_ready_delay_s=10.0,
 )
@@ -300,8 +307,8 @@ ARDUPILOT_RULES = Rules(
     land_speed_scale=0.01,
     rtl_alt_param="RTL_ALT",
     rtl_alt_scale=0.01,
-    land_detect_s=1.7,
-    disarm_after_land_s=0.4,
+    land_detect_s=1.0,
+    disarm_after_land_s=1.1,
     disarm_preflight_param="DISARM_DELAY",
     arm_not_ready_result=MavResult.FAILED,
     arm_not_ready_texts=("Arm: Need Position Estimate",),
@@ -312,7 +319,14 @@ ARDUPILOT_RULES = Rules(
     loss_action_param=None,
     loss_action_codes={},
     fence_action_param="FENCE_ACTION",
-    fence_action_codes={0: Action.WARN, 1: Action.RETURN, 2: Action.LAND, 3: Action.RETURN, 4: Action.HOLD, 5: Action.LAND},
+    fence_action_codes={
+        0: Action.WARN,
+        1: Action.RETURN,
+        2: Action.LAND,
+        3: Action.RETURN,
+        4: Action.HOLD,
+        5: Action.LAND,
+    },
     default_ready_delay_s=2.0,
     real_ready_delay_s=42.0,
 )
@@ -338,7 +352,14 @@ CUSTOM_RULES = replace(
 """Custom firmware: PX4-like failsafes and parameters, OFFBOARD without a setpoint pre-stream
 (the bridge's custom adapter does not pre-stream)."""
 
-_BATT_ACT_ARDUPILOT = {0: Action.NONE, 1: Action.LAND, 2: Action.RETURN, 3: Action.RETURN, 4: Action.RETURN, 5: Action.DISARM}
+_BATT_ACT_ARDUPILOT = {
+    0: Action.NONE,
+    1: Action.LAND,
+    2: Action.RETURN,
+    3: Action.RETURN,
+    4: Action.RETURN,
+    5: Action.DISARM,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +389,9 @@ class _Shaper:
         err = target_m_s - self.vel_m_s
         # sqrt controller: the largest acceleration from which the jerk limit still stops at the
         # target without overshoot; the braking profile of AC_PosControl has the same shape.
-        acc_des = np.sign(err) * np.minimum(self.accel_max_m_s2, np.sqrt(2.0 * self.jerk_max_m_s3 * np.abs(err)))
+        acc_des = np.sign(err) * np.minimum(
+            self.accel_max_m_s2, np.sqrt(2.0 * self.jerk_max_m_s3 * np.abs(err))
+        )
         step = self.jerk_max_m_s3 * dt_s
         self.acc_m_s2 = self.acc_m_s2 + np.clip(acc_des - self.acc_m_s2, -step, step)
         self.vel_m_s = self.vel_m_s + self.acc_m_s2 * dt_s
@@ -395,7 +418,9 @@ class Autopilot:
         ready_delay_s: float | None = None,
     ) -> None:
         if sim.n != 1:
-            raise ValueError(f"Autopilot flies one vehicle: got a Sim with n={sim.n}; build Sim(1, ...) for it")
+            raise ValueError(
+                f"Autopilot flies one vehicle: got a Sim with n={sim.n}; build Sim(1, ...) for it"
+            )
         self.sim = sim
         self.rules = rules
         self._specs = {p.name: p for p in rules.params}
@@ -497,7 +522,7 @@ class Autopilot:
     def advance(self, now_s: float) -> None:
         """Run physics and autopilot logic up to ``now_s`` (sim time) in the Sim's fixed steps."""
         dt = self.sim.dt_s
-        remaining = int(math.floor((now_s - self.sim.time_s) / dt + 1e-6))
+        remaining = math.floor((now_s - self.sim.time_s) / dt + 1e-6)
         while remaining > 0:
             if self._steps % self._logic_every == 0:
                 self._logic()
@@ -514,7 +539,12 @@ class Autopilot:
         if not force and not self.ready:
             texts = tuple(StatusText(Severity.CRITICAL, t) for t in self.rules.arm_not_ready_texts)
             return CommandReply(self.rules.arm_not_ready_result, texts, self.rules.arm_texts_after_ack)
-        if not force and self.rules.external_needs_stream and self.mode is Mode.OFFBOARD and not self.stream_ok():
+        if (
+            not force
+            and self.rules.external_needs_stream
+            and self.mode is Mode.OFFBOARD
+            and not self.stream_ok()
+        ):
             return CommandReply(MavResult.TEMPORARILY_REJECTED)
         self.sim.arm(np.array([True]))
         now = self.sim.time_s
@@ -530,7 +560,9 @@ class Autopilot:
         if not self.armed:
             return CommandReply(MavResult.ACCEPTED)
         if self.in_air and not force and not bool(self.sim.on_ground[0]):
-            return CommandReply(MavResult.FAILED if self.rules.arm_texts_after_ack else MavResult.TEMPORARILY_REJECTED)
+            return CommandReply(
+                MavResult.FAILED if self.rules.arm_texts_after_ack else MavResult.TEMPORARILY_REJECTED
+            )
         self._do_disarm(reason or self.rules.disarm_text)
         return CommandReply(MavResult.ACCEPTED)
 
@@ -567,7 +599,9 @@ class Autopilot:
         if rules.takeoff_needs_armed and self.in_air and self._flew:
             return CommandReply(MavResult.FAILED)
         if not self.ready:
-            return CommandReply(MavResult.TEMPORARILY_REJECTED if not rules.takeoff_needs_armed else MavResult.FAILED)
+            return CommandReply(
+                MavResult.TEMPORARILY_REJECTED if not rules.takeoff_needs_armed else MavResult.FAILED
+            )
         if not math.isfinite(alt_m) or alt_m <= 0:
             alt_m = self.param(rules.takeoff_alt_param) if rules.takeoff_alt_param else 0.0
             if alt_m <= 0:
@@ -588,7 +622,9 @@ class Autopilot:
     def return_to_launch(self) -> CommandReply:
         """MAV_CMD_NAV_RETURN_TO_LAUNCH."""
         if not self.armed:
-            return CommandReply(MavResult.FAILED if self.rules.arm_texts_after_ack else MavResult.TEMPORARILY_REJECTED)
+            return CommandReply(
+                MavResult.FAILED if self.rules.arm_texts_after_ack else MavResult.TEMPORARILY_REJECTED
+            )
         self._enter(Mode.RTL)
         return CommandReply(MavResult.ACCEPTED)
 
@@ -704,14 +740,21 @@ class Autopilot:
             self._ground_since_s = now
         grounded_s = now - self._ground_since_s
         if not self._flew:
-            self.landed_state = LandedState.TAKEOFF if self._takeoff_active and now >= self._takeoff_start_s + self.rules.takeoff_spool_s else LandedState.ON_GROUND
+            self.landed_state = (
+                LandedState.TAKEOFF
+                if self._takeoff_active and now >= self._takeoff_start_s + self.rules.takeoff_spool_s
+                else LandedState.ON_GROUND
+            )
             waiting = now - self._armed_s
             if not self._takeoff_active and waiting >= self.param(self.rules.disarm_preflight_param) > 0:
                 self._do_disarm(self.rules.disarm_text)
             return
         if grounded_s >= self.rules.land_detect_s:
             self.landed_state = LandedState.ON_GROUND
-            if grounded_s >= self.rules.land_detect_s + self.rules.disarm_after_land_s and self.mode in (Mode.LAND, Mode.RTL):
+            if grounded_s >= self.rules.land_detect_s + self.rules.disarm_after_land_s and self.mode in (
+                Mode.LAND,
+                Mode.RTL,
+            ):
                 self._do_disarm(self.rules.disarm_text)
 
     def _check_setpoint_loss(self, now: float) -> None:
@@ -749,19 +792,35 @@ class Autopilot:
     def _check_battery(self) -> None:
         frac = float(self.sim.battery_frac[0])
         if self.rules.family == "px4":
-            low, crit, emerg = self.param("BAT_LOW_THR"), self.param("BAT_CRIT_THR"), self.param("BAT_EMERGEN_THR")
+            low, crit, emerg = (
+                self.param("BAT_LOW_THR"),
+                self.param("BAT_CRIT_THR"),
+                self.param("BAT_EMERGEN_THR"),
+            )
             act = int(self.param("COM_LOW_BAT_ACT"))
             stages = [
                 (low, Action.WARN, "Low battery level, return advised"),
-                (crit, {0: Action.WARN, 2: Action.LAND, 3: Action.RETURN}.get(act, Action.WARN), "Critical battery level, executing failsafe"),
+                (
+                    crit,
+                    {0: Action.WARN, 2: Action.LAND, 3: Action.RETURN}.get(act, Action.WARN),
+                    "Critical battery level, executing failsafe",
+                ),
                 (emerg, Action.LAND if act in (2, 3) else Action.WARN, "Emergency battery level, landing"),
             ]
         else:
             cap = self.param("BATT_CAPACITY")
             low_mah, crt_mah = self.param("BATT_LOW_MAH"), self.param("BATT_CRT_MAH")
             stages = [
-                (low_mah / cap if cap > 0 and low_mah > 0 else -1.0, _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_LOW_ACT")), Action.NONE), "Battery 1 is low"),
-                (crt_mah / cap if cap > 0 and crt_mah > 0 else -1.0, _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_CRT_ACT")), Action.NONE), "Battery 1 is critical"),
+                (
+                    low_mah / cap if cap > 0 and low_mah > 0 else -1.0,
+                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_LOW_ACT")), Action.NONE),
+                    "Battery 1 is low",
+                ),
+                (
+                    crt_mah / cap if cap > 0 and crt_mah > 0 else -1.0,
+                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_CRT_ACT")), Action.NONE),
+                    "Battery 1 is critical",
+                ),
             ]
         for i, (threshold, action, text) in enumerate(stages, start=1):
             if self._battery_stage < i and frac <= threshold:
@@ -792,7 +851,9 @@ class Autopilot:
         if breach and not self._fence_breached:
             self._fence_breached = True
             self.failsafe = "geofence"
-            self._say(Severity.CRITICAL, "Geofence breached" if self.rules.family == "px4" else "Fence Breached")
+            self._say(
+                Severity.CRITICAL, "Geofence breached" if self.rules.family == "px4" else "Fence Breached"
+            )
             if action is not Action.WARN and self.mode not in (Mode.LAND,):
                 self._run_action(action)
                 if action is Action.HOLD:
@@ -843,7 +904,13 @@ class Autopilot:
             self._hold()
         else:
             # armed on the ground in a hold mode: idle thrust, stay down
-            self._set(SetpointKind.POSITION, self._hold_ned_m[0], self._hold_ned_m[1], self._hold_ned_m[2] + 1.0, self._hold_yaw_rad)
+            self._set(
+                SetpointKind.POSITION,
+                self._hold_ned_m[0],
+                self._hold_ned_m[1],
+                self._hold_ned_m[2] + 1.0,
+                self._hold_yaw_rad,
+            )
 
     def _fly_takeoff(self, now: float) -> None:
         h = self._hold_ned_m
@@ -870,7 +937,10 @@ class Autopilot:
 
     def _fly_external(self, now: float, dt: float) -> None:
         target = self.target
-        if target is None or (not self.rules.loss_brakes_in_mode and now - self.last_target_s > self.param(self.rules.loss_timeout_param)):
+        if target is None or (
+            not self.rules.loss_brakes_in_mode
+            and now - self.last_target_s > self.param(self.rules.loss_timeout_param)
+        ):
             self._hold()
             return
         if self._braking:
@@ -885,11 +955,11 @@ class Autopilot:
             self._hold_ned_m = np.array(v[:3])
             return
         if target.kind is SetpointKind.VELOCITY:
-            v = np.array(target.values[:3])
+            vel = np.array(target.values[:3], dtype=np.float64)
             if self.rules.shape_accel_m_s2 > 0:
-                self._track(v, self._yaw_rate_for(target), dt)
+                self._track(vel, self._yaw_rate_for(target), dt)
             else:
-                self._set(SetpointKind.VELOCITY, v[0], v[1], v[2], self._yaw_rate_for(target))
+                self._set(SetpointKind.VELOCITY, vel[0], vel[1], vel[2], self._yaw_rate_for(target))
             self._hold_here()
             return
         if target.kind is SetpointKind.ACCELERATION:
@@ -915,7 +985,13 @@ class Autopilot:
         rtl_d = home[2] - self.param(self.rules.rtl_alt_param) * self.rules.rtl_alt_scale
         if self._rtl_phase == 0:
             self._hold_ned_m[2] = min(self._hold_ned_m[2], rtl_d)
-            self._set(SetpointKind.POSITION, self._hold_ned_m[0], self._hold_ned_m[1], self._hold_ned_m[2], self._hold_yaw_rad)
+            self._set(
+                SetpointKind.POSITION,
+                self._hold_ned_m[0],
+                self._hold_ned_m[1],
+                self._hold_ned_m[2],
+                self._hold_yaw_rad,
+            )
             if pos[2] <= self._hold_ned_m[2] + 0.5:
                 self._rtl_phase = 1
             return

@@ -23,6 +23,7 @@ from firmware_bridge.types import (
     VelocityNedYawRate,
 )
 from sitl.autopilot import CUSTOM_RULES, Autopilot, CommandReply, MavResult, Mode, SetpointKind, Target
+from sitl.sim import Sim
 
 FIRMWARE_NAME = "edge-agent-sitl"
 """What the vehicle's Hello says it runs."""
@@ -118,7 +119,14 @@ class CustomVehicle:
                 mode = Mode(msg.text.upper())
             except ValueError:
                 known = ", ".join(m.value for m in Mode if m is not Mode.GUIDED)
-                self._send(cp.CommandAck(msg.command_id, kind, cp.AckResult.DENIED, f"unknown mode {msg.text!r}; known: {known}"))
+                self._send(
+                    cp.CommandAck(
+                        msg.command_id,
+                        kind,
+                        cp.AckResult.DENIED,
+                        f"unknown mode {msg.text!r}; known: {known}",
+                    )
+                )
                 return
             reply = ap.set_mode(mode) if mode is not Mode.GUIDED else CommandReply(MavResult.DENIED)
         elif kind is cp.CommandKind.TAKEOFF:
@@ -139,12 +147,27 @@ class CustomVehicle:
         now = self.ap.sim.time_s
         home = self.ap.home_ned_m
         if isinstance(sp, VelocityNedYawRate):
-            target = Target(SetpointKind.VELOCITY, (*sp.vel_ned_m_s, sp.yaw_rate_rad_s, 0.0), now, yaw_rate_rad_s=sp.yaw_rate_rad_s)
+            target = Target(
+                SetpointKind.VELOCITY,
+                (*sp.vel_ned_m_s, sp.yaw_rate_rad_s, 0.0),
+                now,
+                yaw_rate_rad_s=sp.yaw_rate_rad_s,
+            )
         elif isinstance(sp, PositionNedYaw):
             p = np.asarray(sp.pos_ned_m, dtype=np.float64) + home
-            target = Target(SetpointKind.POSITION, (float(p[0]), float(p[1]), float(p[2]), 0.0, 0.0), now, yaw_rad=sp.yaw_rad)
+            target = Target(
+                SetpointKind.POSITION,
+                (float(p[0]), float(p[1]), float(p[2]), 0.0, 0.0),
+                now,
+                yaw_rad=sp.yaw_rad,
+            )
         elif isinstance(sp, AccelerationNedYawRate):
-            target = Target(SetpointKind.ACCELERATION, (*sp.acc_ned_m_s2, sp.yaw_rate_rad_s, 0.0), now, yaw_rate_rad_s=sp.yaw_rate_rad_s)
+            target = Target(
+                SetpointKind.ACCELERATION,
+                (*sp.acc_ned_m_s2, sp.yaw_rate_rad_s, 0.0),
+                now,
+                yaw_rate_rad_s=sp.yaw_rate_rad_s,
+            )
         elif isinstance(sp, AttitudeThrust):
             target = Target(SetpointKind.ATTITUDE, (*sp.q_wxyz, sp.thrust_frac), now)
         elif isinstance(sp, RatesThrust):
@@ -152,7 +175,9 @@ class CustomVehicle:
         else:  # pragma: no cover - the decoder only yields the five kinds
             self.ignored_setpoints += 1
             return
-        finite = [v for i, v in enumerate(target.values) if not (target.kind is SetpointKind.POSITION and i >= 3)]
+        finite = [
+            v for i, v in enumerate(target.values) if not (target.kind is SetpointKind.POSITION and i >= 3)
+        ]
         if not all(math.isfinite(v) for v in finite) or not self.ap.external_setpoint(target):
             self.ignored_setpoints += 1
 
@@ -167,9 +192,12 @@ def _t3(v: np.ndarray) -> tuple[float, float, float]:
 
 
 def make_custom_vehicle(
-    sim: object, *, params: dict[str, float] | None = None, ready_delay_s: float | None = None,
+    sim: Sim,
+    *,
+    params: dict[str, float] | None = None,
+    ready_delay_s: float | None = None,
     state_rate_hz: float = DEFAULT_STATE_RATE_HZ,
 ) -> CustomVehicle:
     """Build an :class:`Autopilot` with ``CUSTOM_RULES`` over ``sim`` and wrap it."""
-    ap = Autopilot(sim, CUSTOM_RULES, params=params, ready_delay_s=ready_delay_s)  # type: ignore[arg-type]
+    ap = Autopilot(sim, CUSTOM_RULES, params=params, ready_delay_s=ready_delay_s)
     return CustomVehicle(ap, state_rate_hz=state_rate_hz)

@@ -34,6 +34,7 @@ from sitl.autopilot import (
     StatusText,
     Target,
 )
+from sitl.sim import Measurement, Sim
 
 _SAFETY_ARMED = mavlink.MAV_MODE_FLAG_SAFETY_ARMED
 _CUSTOM = mavlink.MAV_MODE_FLAG_CUSTOM_MODE_ENABLED
@@ -153,8 +154,15 @@ _STREAMABLE = (
     mavlink.MAVLINK_MSG_ID_HOME_POSITION,
     mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE,
     mavlink.MAVLINK_MSG_ID_ODOMETRY,
+    mavlink.MAVLINK_MSG_ID_GPS_RAW_INT,
+    mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT,
 )
-_ON_REQUEST = (*_STREAMABLE, mavlink.MAVLINK_MSG_ID_AUTOPILOT_VERSION, mavlink.MAVLINK_MSG_ID_HEARTBEAT)
+_ON_REQUEST = (
+    *_STREAMABLE,
+    mavlink.MAVLINK_MSG_ID_AUTOPILOT_VERSION,
+    mavlink.MAVLINK_MSG_ID_HEARTBEAT,
+    mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN,
+)
 
 
 @dataclass(slots=True)
@@ -199,7 +207,9 @@ class MavlinkVehicle:
         try:
             self.spec = FLAVORS[Flavor(flavor)]
         except ValueError:
-            raise ValueError(f"unknown MAVLink flavour {flavor!r}; choose one of {[f.value for f in Flavor]}") from None
+            raise ValueError(
+                f"unknown MAVLink flavour {flavor!r}; choose one of {[f.value for f in Flavor]}"
+            ) from None
         if autopilot.rules.family != self.spec.rules.family or autopilot.rules.name == "custom":
             raise ValueError(
                 f"flavour {self.spec.flavor.value} needs an Autopilot built with {self.spec.rules.name} rules, "
@@ -265,6 +275,10 @@ class MavlinkVehicle:
             self.counters.messages_in += 1
             try:
                 self._handle(msg)
+                if self.spec.heartbeat_on_mode_change and self.ap.mode_events != self._mode_events_seen:
+                    # ArduCopter sends a HEARTBEAT from the mode-change handler itself
+                    self._mode_events_seen = self.ap.mode_events
+                    self._send_heartbeat()
             except (ValueError, OverflowError, TypeError, struct.error, mavlink.MAVError) as exc:
                 # a well-formed frame with absurd contents must not stop the vehicle
                 self.counters.handler_errors += 1
@@ -297,14 +311,16 @@ class MavlinkVehicle:
         return out
 
     # ------------------------------------------------------------------ time helpers
-    def _boot_ms(self) -> int:
-        return max(0, int(self.ap.time_since_boot_s * 1000.0))
-
+    # The Sim's clock is a sum of float steps; rounding to whole microseconds first keeps 10.0 s
+    # from reading as 9.999999 s (a microsecond clock, like the firmware's micros64()).
     def _boot_us(self) -> int:
-        return max(0, int(self.ap.time_since_boot_s * 1e6))
+        return max(0, round(self.ap.time_since_boot_s * 1e6))
+
+    def _boot_ms(self) -> int:
+        return self._boot_us() // 1000
 
     def _now_ns(self) -> int:
-        return max(0, int(self.ap.time_since_boot_s * 1e9))
+        return self._boot_us() * 1000
 
     # ------------------------------------------------------------------ outgoing
     def mode_to_custom(self, mode: Mode) -> tuple[int, int]:
@@ -353,19 +369,19 @@ class MavlinkVehicle:
         for t in texts:
             self.mav.send(self.mav.statustext_encode(int(t.severity), t.text.encode()[:50]))
 
-    def _send_stream(self, msgid: int, meas: object) -> None:
+    def _send_stream(self, msgid: int, meas: Measurement) -> None:
         msg = self._build(msgid, meas)
         if msg is not None:
             self.mav.send(msg)
 
-    def _build(self, msgid: int, meas: object) -> mavlink.MAVLink_message | None:  # noqa: C901 - one branch per message
+    def _build(self, msgid: int, meas: Measurement) -> mavlink.MAVLink_message | None:
         ap = self.ap
         sim = ap.sim
-        valid = bool(getattr(meas, "valid", np.ones(1, bool))[0])
-        pos = np.asarray(getattr(meas, "pos_ned_m"))[0] - ap.home_ned_m
-        vel = np.asarray(getattr(meas, "vel_ned_m_s"))[0]
-        q = np.asarray(getattr(meas, "q_wxyz"))[0]
-        rates = np.asarray(getattr(meas, "rates_frd_rad_s"))[0]
+        valid = bool(meas.valid[0])
+        pos = np.asarray(meas.pos_ned_m)[0] - ap.home_ned_m
+        vel = np.asarray(meas.vel_ned_m_s)[0]
+        q = np.asarray(meas.q_wxyz)[0]
+        rates = np.asarray(meas.rates_frd_rad_s)[0]
         ms, us = self._boot_ms(), self._boot_us()
         needs_estimate = msgid in (
             mavlink.MAVLINK_MSG_ID_ATTITUDE,
@@ -389,42 +405,113 @@ class MavlinkVehicle:
             vel_frd = quat_rotate(q_inv, vel)
             cov = [math.nan] + [0.0] * 20
             return self.mav.odometry_encode(
-                us, mavlink.MAV_FRAME_LOCAL_NED, mavlink.MAV_FRAME_BODY_FRD, *pos.tolist(), q.tolist(),
-                *vel_frd.tolist(), *rates.tolist(), cov, cov, 0, mavlink.MAV_ESTIMATOR_TYPE_AUTOPILOT, 100,
+                us,
+                mavlink.MAV_FRAME_LOCAL_NED,
+                mavlink.MAV_FRAME_BODY_FRD,
+                *pos.tolist(),
+                q.tolist(),
+                *vel_frd.tolist(),
+                *rates.tolist(),
+                cov,
+                cov,
+                0,
+                mavlink.MAV_ESTIMATOR_TYPE_AUTOPILOT,
+                100,
             )
         if msgid == mavlink.MAVLINK_MSG_ID_HIGHRES_IMU:
-            acc = np.asarray(getattr(meas, "acc_ned_m_s2"))[0]
+            acc = np.asarray(meas.acc_ned_m_s2)[0]
             q_inv = q * np.array([1.0, -1.0, -1.0, -1.0])
             # an accelerometer measures specific force: acceleration minus gravity, in the body frame
             f_frd = quat_rotate(q_inv, acc - np.array([0.0, 0.0, 9.80665]))
             return self.mav.highres_imu_encode(
-                us, *f_frd.tolist(), *rates.tolist(), 0.21, 0.0, 0.42, 1013.25, 0.0, -float(pos[2]), 25.0, 0x1FFF, 0
+                us,
+                *f_frd.tolist(),
+                *rates.tolist(),
+                0.21,
+                0.0,
+                0.42,
+                1013.25,
+                0.0,
+                -float(pos[2]),
+                25.0,
+                0x1FFF,
+                0,
             )
         if msgid == mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT:
             lat, lon = _geodetic(pos)
             yaw = _euler(q)[2]
-            hdg = int(round(math.degrees(yaw) % 360.0 * 100)) % 36000
+            hdg = round(math.degrees(yaw) % 360.0 * 100) % 36000
             return self.mav.global_position_int_encode(
-                ms, lat, lon, int((HOME_ALT_AMSL_M - pos[2]) * 1000), int(-pos[2] * 1000),
-                *(int(round(v * 100)) for v in vel), hdg,
+                ms,
+                lat,
+                lon,
+                int((HOME_ALT_AMSL_M - pos[2]) * 1000),
+                int(-pos[2] * 1000),
+                *(round(v * 100) for v in vel),
+                hdg,
             )
         if msgid == mavlink.MAVLINK_MSG_ID_HOME_POSITION:
             nan4 = [math.nan] * 4
             return self.mav.home_position_encode(
-                int(HOME_LAT_DEG * 1e7), int(HOME_LON_DEG * 1e7), int(HOME_ALT_AMSL_M * 1000), 0.0, 0.0, 0.0,
-                nan4, 0.0, 0.0, 0.0, us,
+                int(HOME_LAT_DEG * 1e7),
+                int(HOME_LON_DEG * 1e7),
+                int(HOME_ALT_AMSL_M * 1000),
+                0.0,
+                0.0,
+                0.0,
+                nan4,
+                0.0,
+                0.0,
+                0.0,
+                us,
+            )
+        if msgid == mavlink.MAVLINK_MSG_ID_GPS_RAW_INT:
+            lat, lon = _geodetic(pos)
+            amsl = int((HOME_ALT_AMSL_M - pos[2]) * 1000)
+            speed = round(math.hypot(vel[0], vel[1]) * 100)
+            cog = round(math.degrees(math.atan2(vel[1], vel[0])) % 360.0 * 100) % 36000
+            return self.mav.gps_raw_int_encode(
+                us, 6, lat, lon, amsl, 121, 200, speed, cog, 10, amsl, 300, 300, 0, 0, 0
+            )
+        if msgid == mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT:
+            # flags as recorded: 167 before the EKF uses GPS, 831 after (data/ardupilot/flight.tlog)
+            return self.mav.ekf_status_report_encode(
+                831 if ap.ready else 167, 0.0016, 0.00015, 0.00008, 0.03, 0.0, 0.0
+            )
+        if msgid == mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN:
+            return self.mav.gps_global_origin_encode(
+                int(HOME_LAT_DEG * 1e7), int(HOME_LON_DEG * 1e7), int(HOME_ALT_AMSL_M * 1000), us
             )
         if msgid == mavlink.MAVLINK_MSG_ID_SYS_STATUS:
             present, enabled, health = self._sensor_bits()
             volts = float(sim.battery_v[0])
             return self.mav.sys_status_encode(
-                present, enabled, health, 250, int(volts * 1000) & 0xFFFF, -1, self._battery_pct(), 0, 0, 0, 0, 0, 0
+                present,
+                enabled,
+                health,
+                250,
+                int(volts * 1000) & 0xFFFF,
+                -1,
+                self._battery_pct(),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
             )
         if msgid == mavlink.MAVLINK_MSG_ID_BATTERY_STATUS:
             mv = min(int(float(sim.battery_v[0]) * 1000), 65534)
             cells = [mv] + [65535] * 9
             return self.mav.battery_status_encode(
-                0, mavlink.MAV_BATTERY_FUNCTION_ALL, mavlink.MAV_BATTERY_TYPE_LIPO, 32767, cells, -1, -1, -1,
+                0,
+                mavlink.MAV_BATTERY_FUNCTION_ALL,
+                mavlink.MAV_BATTERY_TYPE_LIPO,
+                32767,
+                cells,
+                -1,
+                -1,
+                -1,
                 self._battery_pct(),
             )
         if msgid == mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE:
@@ -443,11 +530,15 @@ class MavlinkVehicle:
                 )
             )
             zeros8 = [0] * 8
-            return self.mav.autopilot_version_encode(cap, 0x010E00FF, 0, 0, 0, zeros8, zeros8, zeros8, 0, 0, self.sysid)
+            return self.mav.autopilot_version_encode(
+                cap, 0x010E00FF, 0, 0, 0, zeros8, zeros8, zeros8, 0, 0, self.sysid
+            )
         if msgid == mavlink.MAVLINK_MSG_ID_HEARTBEAT:
             base, custom = self.mode_to_custom(ap.mode)
             base |= _SAFETY_ARMED if ap.armed else 0
-            return self.mav.heartbeat_encode(mavlink.MAV_TYPE_QUADROTOR, self.spec.autopilot_id, base, custom, ap.system_status(), 3)
+            return self.mav.heartbeat_encode(
+                mavlink.MAV_TYPE_QUADROTOR, self.spec.autopilot_id, base, custom, ap.system_status(), 3
+            )
         return None
 
     def _battery_pct(self) -> int:
@@ -463,7 +554,11 @@ class MavlinkVehicle:
         return present, enabled, health
 
     def _ack(self, command: int, result: MavResult, msg: mavlink.MAVLink_message) -> None:
-        self.mav.send(self.mav.command_ack_encode(command, int(result), 0, 0, msg.get_srcSystem(), msg.get_srcComponent()))
+        self.mav.send(
+            self.mav.command_ack_encode(
+                command, int(result), 0, 0, msg.get_srcSystem(), msg.get_srcComponent()
+            )
+        )
 
     # ------------------------------------------------------------------ incoming
     def _for_us(self, target_system: int, target_component: int | None = None) -> bool:
@@ -521,7 +616,7 @@ class MavlinkVehicle:
         if after:
             self._flush_texts(list(texts))
 
-    def _command(self, msg: mavlink.MAVLink_message) -> None:  # noqa: C901 - one branch per command
+    def _command(self, msg: mavlink.MAVLink_message) -> None:
         cmd = int(msg.command)
         self.counters.commands.append(cmd)
         p1, p2, p3 = float(msg.param1), float(msg.param2), float(msg.param3)
@@ -621,7 +716,11 @@ class MavlinkVehicle:
         wire = value
         if self.spec.param_bytewise and spec.mav_type is not ParamType.REAL32:
             wire = struct.unpack("<f", struct.pack("<i", int(value)))[0]
-        self.mav.send(self.mav.param_value_encode(name.encode(), wire, int(spec.mav_type), len(names), names.index(name)))
+        self.mav.send(
+            self.mav.param_value_encode(
+                name.encode(), wire, int(spec.mav_type), len(names), names.index(name)
+            )
+        )
 
     def _decode_param(self, name: str, wire: float) -> float:
         spec = self.ap.param_spec(name)
@@ -664,7 +763,13 @@ class MavlinkVehicle:
             self.counters.ignored_setpoints += 1
             return
         extra = yaw if kind is SetpointKind.POSITION else yaw_rate
-        values = (float(vec[0]), float(vec[1]), float(vec[2]), 0.0 if not math.isfinite(extra) else extra, 0.0)
+        values = (
+            float(vec[0]),
+            float(vec[1]),
+            float(vec[2]),
+            0.0 if not math.isfinite(extra) else extra,
+            0.0,
+        )
         target = Target(kind, values, self.ap.sim.time_s, yaw_rad=yaw, yaw_rate_rad_s=yaw_rate)
         if not self.ap.external_setpoint(target):
             self.counters.ignored_setpoints += 1
@@ -716,12 +821,14 @@ def _euler(q: np.ndarray) -> tuple[float, float, float]:
 def _geodetic(pos_rel_ned_m: np.ndarray) -> tuple[int, int]:
     """Latitude and longitude (degE7) of a NED offset from home, flat-earth (fine within km)."""
     lat = HOME_LAT_DEG + math.degrees(float(pos_rel_ned_m[0]) / _EARTH_RADIUS_M)
-    lon = HOME_LON_DEG + math.degrees(float(pos_rel_ned_m[1]) / (_EARTH_RADIUS_M * math.cos(math.radians(HOME_LAT_DEG))))
-    return int(round(lat * 1e7)), int(round(lon * 1e7))
+    lon = HOME_LON_DEG + math.degrees(
+        float(pos_rel_ned_m[1]) / (_EARTH_RADIUS_M * math.cos(math.radians(HOME_LAT_DEG)))
+    )
+    return round(lat * 1e7), round(lon * 1e7)
 
 
 def make_vehicle(
-    sim: object,
+    sim: Sim,
     flavor: Flavor | str,
     *,
     params: dict[str, float] | None = None,
@@ -739,8 +846,10 @@ def make_vehicle(
     spec = FLAVORS[Flavor(flavor)]
     if real_timing and ready_delay_s is None:
         ready_delay_s = spec.rules.real_ready_delay_s
-    ap = Autopilot(sim, spec.rules, params=params, ready_delay_s=ready_delay_s)  # type: ignore[arg-type]
-    return MavlinkVehicle(ap, spec.flavor, sysid=sysid, signing_key=signing_key, signing_epoch_s=signing_epoch_s)
+    ap = Autopilot(sim, spec.rules, params=params, ready_delay_s=ready_delay_s)
+    return MavlinkVehicle(
+        ap, spec.flavor, sysid=sysid, signing_key=signing_key, signing_epoch_s=signing_epoch_s
+    )
 
 
 __all__ = [

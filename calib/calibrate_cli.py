@@ -1,0 +1,93 @@
+"""``edge-agent calibrate BUNDLE --scenarios S [--alpha 0.1] [--episodes n]`` (or ``--from-log PATH...``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from calib.calibrate import (
+    calibrate_scores,
+    calibration_episodes,
+    calibration_section,
+    horizon_ticks_for,
+    report,
+)
+from calib.certify import run_campaign
+from calib.logs import scores_from_logs
+from calib.rollout import EpisodeResults
+from calib.scenario import load_scenario, scenario_hash
+from edge_agent.bundle import load_bundle, write_manifest_section
+from edge_agent.errors import CalibrationError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    parser.add_argument("bundle", type=Path, help="bundle folder")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scenarios", type=Path, help="scenario TOML file: calibrate from SITL episodes")
+    src.add_argument(
+        "--from-log", type=Path, nargs="+", help="flight logs (.eal, .tlog, .ulg); .tlogs are merged"
+    )
+    parser.add_argument("--alpha", type=float, default=0.1, help="target miscoverage α")
+    parser.add_argument("--episodes", type=int, default=1000, help="n calibration episodes")
+    parser.add_argument(
+        "--holdout", type=int, default=None, help="held-out episodes for the coverage check (n/2)"
+    )
+    parser.add_argument("--batch", type=int, default=2048, help="vehicles flown side by side")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
+    parser.add_argument("--dry-run", action="store_true", help="report only; do not write the bundle")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Collect scores, compute the quantile, print the report, write the calibration section."""
+    bundle = load_bundle(args.bundle)
+    h_ticks = horizon_ticks_for(bundle.manifest.control_rate_hz)
+    if args.from_log:
+        logs = scores_from_logs(args.from_log, h_ticks / bundle.manifest.control_rate_hz)
+        s = logs.scores_m
+        # Logs are time series: hold out the last third (later flight), calibrate on the rest.
+        cut = max(1, (2 * s.size) // 3)
+        result = calibrate_scores(s[:cut], s[cut:], args.alpha)
+        source = "logs: " + "; ".join(logs.sources)
+        s_hash = "n/a (flight logs)"
+    else:
+        spec = load_scenario(args.scenarios)
+        holdout = args.episodes // 2 if args.holdout is None else args.holdout
+        cal_ids, hold_ids = calibration_episodes(args.episodes, holdout)
+        bar = tqdm(total=cal_ids.size + hold_ids.size, unit="ep", desc="calibrate", disable=args.quiet)
+
+        def tick(res: EpisodeResults) -> None:
+            bar.update(res.n)
+
+        res = run_campaign(
+            args.bundle,
+            spec,
+            np.concatenate([cal_ids, hold_ids]),
+            batch=args.batch,
+            backend=args.backend,
+            on_chunk=tick,
+        )
+        bar.close()
+        is_cal = np.isin(res.episode, cal_ids)
+        try:
+            result = calibrate_scores(res.score_m[is_cal], res.score_m[~is_cal], args.alpha)
+        except CalibrationError as exc:
+            raise CalibrationError(
+                f"{exc} (from {args.episodes} calibration episodes; raise --episodes)"
+            ) from exc
+        source = f"sitl scenario {spec.name!r} ({args.scenarios})"
+        s_hash = scenario_hash(spec)
+    print(report(result))
+    section = calibration_section(result, h_ticks, s_hash, source)
+    if args.dry_run:
+        print("dry run: bundle not changed")
+    else:
+        write_manifest_section(args.bundle, "calibration", section)
+        print(
+            f"calibration written into {Path(args.bundle) / 'manifest.json'} (quantile_m {result.quantile_m:.4f})"
+        )
+    return 0

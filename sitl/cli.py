@@ -1,0 +1,188 @@
+"""``edge-agent sitl``: the built-in simulator as a flight controller on a real link.
+
+    edge-agent sitl --flavor px4 --link pty:// --wind 3,0,0 --gust 0.5 --seed 1
+
+On ``pty://`` it prints the serial device the agent should open, as a flight controller on
+``/dev/ttyACM0`` would appear; on ``udpin://`` / ``tcpin://`` the address it listens on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_agent.errors import ConfigError
+from firmware_bridge.errors import LinkError
+from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
+from sitl.custom_vehicle import make_custom_vehicle
+from sitl.disturbance import Disturbances
+from sitl.mavlink_vehicle import make_vehicle
+from sitl.runner import DEFAULT_STEP_S, LockstepRunner, RealtimeRunner
+from sitl.sim import Sim
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``sitl`` subcommand's options."""
+    parser.add_argument(
+        "--flavor",
+        choices=("px4", "ardupilot", "custom"),
+        default="px4",
+        help="firmware to emulate (default px4)",
+    )
+    parser.add_argument(
+        "--link",
+        default="pty://",
+        help="link URL: pty:// (default), udpin://HOST:PORT, tcpin://HOST:PORT, serial://DEV, udp://, tcp://",
+    )
+    parser.add_argument("--wind", default="0,0,0", help="steady wind N,E,D in m/s (default 0,0,0)")
+    parser.add_argument("--gust", type=float, default=0.0, help="gust intensity (std, m/s; default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same flight (default 0)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--realtime", dest="lockstep", action="store_false", help="pace by the wall clock (default)"
+    )
+    pace.add_argument(
+        "--lockstep", dest="lockstep", action="store_true", help="run as fast as the CPU allows (no pacing)"
+    )
+    parser.set_defaults(lockstep=False)
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="real-time multiplier with --realtime (default 1)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many simulated seconds (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--real-timing",
+        action="store_true",
+        help="use the firmware's real start-up delay (ArduCopter ~42 s to EKF ready) instead of the short test default",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an autopilot parameter at boot (repeatable), e.g. COM_OBL_RC_ACT=4",
+    )
+    parser.add_argument("--sysid", type=int, default=1, help="MAVLink system id (default 1)")
+    parser.add_argument(
+        "--signing-key", default=None, help="MAVLink signing key, 64 hex digits (default: unsigned)"
+    )
+
+
+def parse_wind(text: str) -> tuple[float, float, float]:
+    """``"N,E,D"`` in m/s → a tuple; ConfigError names the expected form."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--wind must be three finite numbers N,E,D in m/s, e.g. 3,0,0; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def parse_params(items: list[str]) -> dict[str, float]:
+    """``["NAME=VALUE", ...]`` → a dict; ConfigError names the bad item."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name or not math.isfinite(number):
+            raise ConfigError(f"--param must look like NAME=NUMBER, e.g. COM_OF_LOSS_T=1.0; got {item!r}")
+        out[name.strip().upper()] = number
+    return out
+
+
+def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
+    """The emulated vehicle the options describe (errors are ConfigError)."""
+    wind = parse_wind(args.wind)
+    if not (math.isfinite(args.gust) and args.gust >= 0):
+        raise ConfigError(f"--gust must be a finite intensity >= 0 m/s, got {args.gust}")
+    params = parse_params(args.param)
+    key = None
+    if args.signing_key is not None:
+        try:
+            key = bytes.fromhex(args.signing_key)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("--signing-key must be 64 hex digits (a 32-byte key)")
+        if args.flavor == "custom":
+            raise ConfigError("--signing-key applies to MAVLink; the custom flavour has no signing")
+    rng = np.random.default_rng(args.seed)
+    sim = Sim(1, rng=rng, disturbances=Disturbances(wind_ned_m_s=wind, gust_std_m_s=args.gust))
+    try:
+        if args.flavor == "custom":
+            return make_custom_vehicle(sim, params=params, ready_delay_s=None)
+        return make_vehicle(
+            sim,
+            args.flavor,
+            params=params,
+            real_timing=args.real_timing,
+            sysid=args.sysid,
+            signing_key=key,
+            signing_epoch_s=clock(),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{exc.args[0] if exc.args else exc}") from None
+
+
+def connect_hint(link: Link) -> str:
+    """What the agent should open to reach this link."""
+    if isinstance(link, PtyLink):
+        return f"connect to serial://{link.device_path}"
+    if isinstance(link, TcpServerLink):
+        host, port = link.local_address
+        return (
+            f"listening on {link.url}: connect to tcp://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        )
+    if isinstance(link, UdpLink):
+        host, port = link.local_address
+        return f"on {link.url}: connect to udp://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    return f"on {link.url}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulator until the duration ends or Ctrl-C / SIGTERM."""
+    vehicle = build_vehicle(args)
+    if not (math.isfinite(args.speed) and args.speed > 0):
+        raise ConfigError(f"--speed must be > 0 (1 = real time), got {args.speed}")
+    try:
+        link = open_link(args.link)
+    except LinkError as exc:
+        raise ConfigError(f"cannot open --link {args.link!r}: {exc}") from None
+    with link:
+        print(f"SITL ({args.flavor}) ready: {connect_hint(link)}", flush=True)
+        if args.lockstep:
+            runner_l = LockstepRunner(vehicle, link, step_s=DEFAULT_STEP_S)
+            stats = runner_l.run_for(args.duration if args.duration is not None else math.inf)
+        else:
+            runner = RealtimeRunner(vehicle, link, speed=args.speed)
+            previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+            try:
+                stats = runner.run(duration_s=args.duration)
+            except KeyboardInterrupt:
+                runner.stop()
+                stats = None
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        if stats is not None:
+            print(
+                f"SITL ({args.flavor}) stopped: {stats.sim_time_s:.1f} s simulated in {stats.wall_time_s:.1f} s "
+                f"(real-time factor {stats.real_time_factor:.2f}), {stats.bytes_in} B in, {stats.bytes_out} B out",
+                file=sys.stderr,
+                flush=True,
+            )
+    return 0
