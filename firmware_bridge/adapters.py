@@ -62,6 +62,8 @@ PRESTREAM_S = 1.0
 """PX4 wants an offboard setpoint stream for about a second before it accepts OFFBOARD."""
 PRESTREAM_MAX_GAP_S = 0.5
 """...at more than 2 Hz: a gap longer than this restarts the count."""
+OFFBOARD_ATTEMPTS = 5
+"""Times activation asks for OFFBOARD when PX4 answers TEMPORARILY_REJECTED before giving up."""
 ARM_RETRY_S = 2.0
 """How often activation retries an arm the autopilot refused (EKF not ready, ...)."""
 
@@ -220,6 +222,7 @@ class _MavlinkAdapter:
         self.setpoints_sent = 0
         """Setpoints sent so far."""
         self._send_times: deque[int] = deque(maxlen=64)
+        self._mode_attempts = 0
 
     @property
     def control_lost(self) -> ControlLost | None:
@@ -262,6 +265,7 @@ class _MavlinkAdapter:
         self._phase = "start"
         self._handle = None
         self._next_arm_ns = now_ns
+        self._mode_attempts = 0
 
     def _status(self) -> ActivationStatus:
         return ActivationStatus(self._phase, self._phase == "done", self._error, self._detail)
@@ -334,8 +338,16 @@ class Px4Offboard(_MavlinkAdapter):
         if self._phase == "mode":
             res = self._command_result(now_ns)
             if res is False:
-                return self._fail(f"PX4 refused OFFBOARD: {self._detail}")
-            if res is True or state.mode == "OFFBOARD":
+                # TEMPORARILY_REJECTED means PX4 has not yet seen a long enough setpoint stream
+                # (a hiccup on a loaded link): keep streaming and ask again, a bounded number of times.
+                temporary = "TEMPORARILY_REJECTED" in self._detail
+                self._mode_attempts += 1
+                if not temporary or self._mode_attempts >= OFFBOARD_ATTEMPTS:
+                    tries = f" after {self._mode_attempts} attempts" if self._mode_attempts > 1 else ""
+                    return self._fail(f"PX4 refused OFFBOARD{tries}: {self._detail}")
+                self._phase = "prestream"
+                self._send_times.clear()
+            elif res is True or state.mode == "OFFBOARD":
                 self._phase = "arm"
         if self._phase == "arm":
             failed = self._arm_step(now_ns, "wait")

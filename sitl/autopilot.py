@@ -583,9 +583,6 @@ class Autopilot:
             return CommandReply(MavResult.TEMPORARILY_REJECTED, (text,), True)
         if mode is Mode.TAKEOFF:
             return self.takeoff(math.nan)
-        if mode is Mode.LAND and not self.in_air and not self.armed:
-            self._enter(mode)
-            return CommandReply(MavResult.ACCEPTED)
         self._enter(mode)
         return CommandReply(MavResult.ACCEPTED)
 
@@ -630,10 +627,9 @@ class Autopilot:
 
     def reboot(self) -> None:
         """Restart the autopilot: disarmed, initial mode, boot clock from zero, physics on the ground."""
+        # physics is not rewound: a reboot in the air drops the vehicle, as it would for real
         if self.armed:
             self.sim.disarm(np.array([True]))
-        pos = np.array(self.sim.pos_ned_m[0], dtype=np.float64)
-        pos[2] = min(pos[2], 0.0) if not bool(self.sim.on_ground[0]) else pos[2]
         self._boot(self.sim.time_s)
 
     # ------------------------------------------------------------------ setpoints
@@ -680,14 +676,16 @@ class Autopilot:
         self.mode_events += 1
         self._braking = False
         self._rtl_phase = 0
-        if mode is not self.rules.external_mode:
-            self.target = None if not self.rules.external_needs_stream else self.target
+        if mode is not self.rules.external_mode and not self.rules.external_needs_stream:
+            # ArduPilot forgets guided targets on leaving GUIDED; PX4 keeps the offboard stream's
+            # latest setpoint (it is what OFFBOARD flies on re-entry)
+            self.target = None
         if mode is Mode.LAND:
             self._land_target_d_m = float(self.sim.pos_ned_m[0, 2])
         if mode is not Mode.TAKEOFF and self.rules.takeoff_mode is not None:
             self._takeoff_active = False
-        if mode in (Mode.LAND, Mode.RTL) and self.in_air:
-            self.landed_state = LandedState.LANDING if mode is Mode.LAND else self.landed_state
+        if mode is Mode.LAND and self.in_air:
+            self.landed_state = LandedState.LANDING
         self._hold_here()
 
     def _start_tracker(self) -> None:

@@ -212,6 +212,20 @@ def test_activation_gives_up_with_the_reason(px4_rig) -> None:
         run_activation(session, ap, clock, Px4Offboard(session))
 
 
+def test_a_temporary_offboard_rejection_is_retried_after_more_prestreaming(px4_rig) -> None:
+    session, ap, clock = px4_rig
+    ap.ack_script[176] = [1, 1]  # TEMPORARILY_REJECTED twice, then the default (accepted)
+    status = run_activation(session, ap, clock, Px4Offboard(session))
+    assert status.done
+
+
+def test_offboard_gives_up_after_repeated_temporary_rejections(px4_rig) -> None:
+    session, ap, clock = px4_rig
+    ap.ack_script[176] = [1] * 10
+    with pytest.raises(CommandError, match=re.escape("PX4 refused OFFBOARD after 5 attempts")):
+        run_activation(session, ap, clock, Px4Offboard(session))
+
+
 # -- custom firmware ------------------------------------------------------------------------------
 
 

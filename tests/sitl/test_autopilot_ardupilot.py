@@ -66,12 +66,16 @@ class Client:
         )
 
 
-def vehicle(**kw: object) -> MavlinkVehicle:
-    return make_vehicle(Sim(1, rng=np.random.default_rng(3)), "ardupilot", **kw)  # type: ignore[arg-type]
+def vehicle(*, dt_s: float = 0.004, **kw: object) -> MavlinkVehicle:
+    """An ArduPilot vehicle; tests that never leave the ground use a coarser Sim step to save time."""
+    return make_vehicle(Sim(1, rng=np.random.default_rng(3), dt_s=dt_s), "ardupilot", **kw)  # type: ignore[arg-type]
+
+
+GROUND_DT_S = 0.01
 
 
 def test_heartbeat_fields_and_nothing_else_until_streams_requested() -> None:
-    c = Client(vehicle())
+    c = Client(vehicle(dt_s=GROUND_DT_S))
     c.run(4.5)
     kinds = {m.get_type() for _, m in c.log}
     assert kinds == {"HEARTBEAT"}  # as ArduCopter: no telemetry before SET_MESSAGE_INTERVAL
@@ -89,7 +93,7 @@ def test_heartbeat_fields_and_nothing_else_until_streams_requested() -> None:
 
 
 def test_guided_before_ekf_ready_then_arm_refused_with_reason_after_the_ack() -> None:
-    c = Client(vehicle())
+    c = Client(vehicle(dt_s=GROUND_DT_S))
     c.run(0.5)
     ack = c.command(AP.MAV_CMD_DO_SET_MODE, 1, 4)
     assert ack.result == AP.MAV_RESULT_ACCEPTED
@@ -115,7 +119,7 @@ def test_guided_before_ekf_ready_then_arm_refused_with_reason_after_the_ack() ->
 
 
 def test_takeoff_while_disarmed_fails_and_auto_disarm_after_10_s_on_the_ground() -> None:
-    c = Client(vehicle(ready_delay_s=0.0))
+    c = Client(vehicle(dt_s=GROUND_DT_S, ready_delay_s=0.0))
     c.run(0.2)
     assert c.command(AP.MAV_CMD_DO_SET_MODE, 1, 4).result == AP.MAV_RESULT_ACCEPTED
     assert c.command(AP.MAV_CMD_NAV_TAKEOFF, 0, 0, 0, math.nan, 0, 0, 10).result == AP.MAV_RESULT_FAILED
@@ -130,7 +134,7 @@ def test_takeoff_while_disarmed_fails_and_auto_disarm_after_10_s_on_the_ground()
 
 
 def test_setpoints_outside_guided_are_ignored_silently() -> None:
-    c = Client(vehicle(ready_delay_s=0.0))
+    c = Client(vehicle(dt_s=GROUND_DT_S, ready_delay_s=0.0))
     c.run(0.2)
     assert c.command(AP.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == AP.MAV_RESULT_ACCEPTED  # STABILIZE
     before = len(c.log)
@@ -143,7 +147,7 @@ def test_setpoints_outside_guided_are_ignored_silently() -> None:
 
 
 def test_message_interval_is_honoured_exactly_and_can_be_switched_off() -> None:
-    c = Client(vehicle())
+    c = Client(vehicle(dt_s=GROUND_DT_S))
     c.run(0.1)
     assert c.command(AP.MAV_CMD_SET_MESSAGE_INTERVAL, 32, 50_000).result == AP.MAV_RESULT_ACCEPTED
     t0 = c.t
@@ -158,7 +162,7 @@ def test_message_interval_is_honoured_exactly_and_can_be_switched_off() -> None:
 
 
 def test_timesync_requests_every_10_s_and_answers() -> None:
-    c = Client(vehicle())
+    c = Client(vehicle(dt_s=GROUND_DT_S))
     c.run(25.0)
     reqs = [(t, m) for t, m in c.of("TIMESYNC") if m.tc1 == 0]
     assert [round(t, 1) for t, _ in reqs] == [10.0, 20.0]
@@ -219,12 +223,14 @@ def _transitions(values: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return out
 
 
+@pytest.mark.slow
 def test_replay_ack_sequence_matches_recording(replay: dict) -> None:
     rec_acks = [(m.command, m.result) for _, m in replay["rec"] if m.get_type() == "COMMAND_ACK"]
     ours = [(m.command, m.result) for _, m in replay["client"].of("COMMAND_ACK")]
     assert ours == rec_acks
 
 
+@pytest.mark.slow
 def test_replay_heartbeat_and_landed_state_sequences_match_recording(replay: dict) -> None:
     def hb(log: list) -> list[tuple[int, ...]]:
         return _transitions(
@@ -243,6 +249,7 @@ def test_replay_heartbeat_and_landed_state_sequences_match_recording(replay: dic
     assert landed(ours) == landed(rec) == [(1,), (3,), (2,), (4,), (1,)]
 
 
+@pytest.mark.slow
 def test_replay_velocity_shaping_matches_recording(replay: dict) -> None:
     trace, t0 = replay["trace"], replay["first_sp"]
 
@@ -255,6 +262,7 @@ def test_replay_velocity_shaping_matches_recording(replay: dict) -> None:
     assert v_at(4.0) == pytest.approx(2.0, abs=0.1)
 
 
+@pytest.mark.slow
 def test_replay_guid_timeout_then_brake_travels_like_the_recording(replay: dict) -> None:
     trace, t_last = replay["trace"], replay["last_sp"]
     k = np.searchsorted(trace[:, 0], t_last)
@@ -272,6 +280,7 @@ def test_replay_guid_timeout_then_brake_travels_like_the_recording(replay: dict)
     assert stop_s == pytest.approx(4.7, abs=0.6)
 
 
+@pytest.mark.slow
 def test_replay_ack_and_heartbeat_timing(replay: dict) -> None:
     c = replay["client"]
     arm_ack = next(t for t, m in c.of("COMMAND_ACK") if m.command == AP.MAV_CMD_COMPONENT_ARM_DISARM)
