@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,13 +118,13 @@ class EpisodeResults:
         """Smallest distance to any constraint [B]."""
         return np.minimum.reduce([self.min_fence_m, self.min_floor_m, self.min_ceiling_m, self.min_keepout_m])
 
-    def to_lists(self) -> dict[str, list[float] | list[int] | list[bool]]:
+    def to_lists(self) -> dict[str, list[Any]]:
         """JSON-ready columns (inf/NaN as None)."""
-        out: dict[str, list[float] | list[int] | list[bool]] = {}
+        out: dict[str, list[Any]] = {}
         for f in fields(self):
             arr = getattr(self, f.name)
             if arr.dtype.kind == "f":
-                out[f.name] = [None if not math.isfinite(x) else x for x in arr.tolist()]  # type: ignore[misc]
+                out[f.name] = [None if not math.isfinite(x) else x for x in arr.tolist()]
             else:
                 out[f.name] = arr.tolist()
         return out

@@ -13,6 +13,16 @@ control away, the loop stops commanding at once and never takes control back (DE
 
 The companion HEARTBEAT goes out only while this loop says it is healthy: a stuck or dying loop
 goes silent, so the autopilot's own offboard-loss failsafe takes over.
+
+Link faults (docs/safety.md): the loop keeps ticking through them. A pulled cable, a TCP reset
+or a silent peer makes the telemetry stale, so the watchdog holds (zero velocity: the vehicle may
+still hear us) within the position freshness limit; link and session events (a
+:class:`~firmware_bridge.links.ReconnectingLink` reopening the device, the autopilot's HEARTBEAT
+timing out and returning) go to the flight log and the ground station. While the autopilot's
+HEARTBEAT is absent the loop cannot know its mode, so it does not judge control then; when the
+HEARTBEAT returns, the policy resumes only if the vehicle is still in OFFBOARD/GUIDED and armed.
+Anything else (the autopilot's offboard-loss failsafe fired, it rebooted into its default mode, a
+pilot switched) is a loss of control: the loop stops commanding and never switches back.
 """
 
 from __future__ import annotations
@@ -37,8 +47,8 @@ from edge_agent.policy import PolicyRunner
 from edge_agent.shield import Reason
 from firmware_bridge.adapters import ArduPilotGuided, CustomFirmware, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
-from firmware_bridge.links import Link
-from firmware_bridge.session import MavlinkSession, SessionConfig
+from firmware_bridge.links import Link, ReconnectingLink
+from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind
 from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
 
 # MAV_SEVERITY
@@ -63,6 +73,8 @@ class LoopConfig:
     """Inference deadline as a fraction of the control period."""
     gcs_period_s: float = 0.5
     """How often margin, coverage and interventions go to the ground station."""
+    gcs_text_min_interval_s: float = 1.0
+    """Hold/resume STATUSTEXTs closer together than this are folded (a flapping link must not flood)."""
     end_action: str = "land"
     """What the vehicle does when the mission completes or the agent is stopped: land | hold."""
     log_limits: LogLimits = field(default_factory=LogLimits)
@@ -96,6 +108,13 @@ class RunSummary:
     jitter_us_p99: float = float("nan")
     control_lost: str | None = None
     log_path: str = ""
+    link_downs: int = 0
+    """Link or autopilot-HEARTBEAT losses seen while flying."""
+    holds: int = 0
+    """Watchdog hold episodes (stale telemetry, link down, deadline, non-finite input)."""
+    longest_hold_s: float = 0.0
+    log_records_dropped: int = 0
+    """Flight-log records lost to a full or failing disk."""
 
 
 class Runtime:
@@ -284,6 +303,7 @@ class Runtime:
             self.core = self._build()
             self.policy.reset()
             self.log.event(self._t(), "activated", mode=self.state.mode)
+            self._drain_startup_events()
             self.log.sync()
             self._gcs_text(_INFO, "edge-agent: in control")
             self._fly()
@@ -337,7 +357,10 @@ class Runtime:
 
             self._poll(now)
             st = self.state
-            lost = adapter.check_control(st, now)
+            self._link_events(t)
+            # Without the autopilot's HEARTBEAT its mode is unknown: hold (the watchdog does) and
+            # judge control again only when it returns; never treat silence as a mode change.
+            lost = adapter.check_control(st, now) if st.link_up else None
             if lost is not None:
                 s.control_lost = f"{lost.reason} (mode {lost.mode})"
                 log.event(t, "control_lost", mode=lost.mode, armed=lost.armed, reason=lost.reason)
@@ -355,6 +378,7 @@ class Runtime:
                 s.deadline_misses += 1
 
             layer = int(d.layer[0])
+            self._track_hold(t, layer, int(d.reason[0]))
             if d.intervened[0]:
                 s.interventions[_LAYER_NAMES[layer]] += 1
                 name = Reason(int(d.reason[0])).name
@@ -392,6 +416,10 @@ class Runtime:
             if now >= next_gcs:
                 next_gcs = now + round(self.config.gcs_period_s * 1e9)
                 self._report_gcs(d.margin_m[0], d.miscoverage[0], s)
+                if log.dropped > s.log_records_dropped:
+                    if s.log_records_dropped == 0:
+                        self._gcs_text(_WARNING, "edge-agent: flight log write failing (disk full?)")
+                    s.log_records_dropped = log.dropped
             if d.intervened[0] and layer == 3 and int(d.fallback_stage[0]) != getattr(self, "_last_stage", 0):
                 log.event(t, "fallback", stage=int(d.fallback_stage[0]), reason=Reason(int(d.reason[0])).name)
                 self._gcs_text(_WARNING, f"edge-agent: fallback {Reason(int(d.reason[0])).name}")
@@ -412,6 +440,63 @@ class Runtime:
                 break
 
     _last_stage: int = 0
+    _hold_since_s: float | None = None
+    _hold_reason: str = ""
+    _next_hold_text_s: float = 0.0
+
+    def _drain_startup_events(self) -> None:
+        """Log what the link and session reported while connecting, so flight events start clean."""
+        assert self.log is not None
+        if isinstance(self.link, ReconnectingLink):
+            for ev in self.link.events():
+                self.log.event(self._t(), "startup_link", kind=ev.kind.value, detail=ev.reason)
+        if self.session is not None:
+            for sev in self.session.events():
+                self.log.event(self._t(), "startup_session", kind=sev.kind.value, detail=sev.detail)
+
+    def _link_events(self, t: float) -> None:
+        """Log link and session events; tell the ground station (it may hear us if the FC routes it)."""
+        assert self.log is not None
+        if isinstance(self.link, ReconnectingLink):
+            for ev in self.link.events():
+                self.log.event(t, f"link_{ev.kind.value}", url=ev.url, detail=ev.reason)
+                if ev.kind.value == "down":
+                    self.summary.link_downs += 1
+                    self._gcs_text(_WARNING, "edge-agent: link lost, holding; reconnecting")
+                else:
+                    self._gcs_text(_NOTICE, "edge-agent: link reconnected")
+        if self.session is not None:
+            for sev in self.session.events():
+                if sev.kind == SessionEventKind.LINK_DOWN:
+                    self.log.event(t, "autopilot_lost", detail=sev.detail)
+                    self.summary.link_downs += 1
+                    self._gcs_text(_WARNING, "edge-agent: autopilot heartbeat lost, holding")
+                elif sev.kind == SessionEventKind.LINK_UP:
+                    self.log.event(t, "autopilot_back", detail=sev.detail, mode=self.state.mode)
+                    self._gcs_text(_NOTICE, f"edge-agent: autopilot back in {self.state.mode}")
+                else:
+                    self.log.event(t, sev.kind.value, detail=sev.detail)
+
+    def _track_hold(self, t: float, layer: int, reason: int) -> None:
+        """Log the start and end of each watchdog hold, with its reason and length."""
+        assert self.log is not None
+        holding = layer == 1
+        if holding and self._hold_since_s is None:
+            self._hold_since_s = t
+            self._hold_reason = Reason(reason).name
+            self.summary.holds += 1
+            self.log.event(t, "hold", reason=self._hold_reason)
+            if t >= self._next_hold_text_s:
+                self._next_hold_text_s = t + self.config.gcs_text_min_interval_s
+                self._gcs_text(_WARNING, f"edge-agent: hold ({self._hold_reason})")
+        elif not holding and self._hold_since_s is not None:
+            length = t - self._hold_since_s
+            self.summary.longest_hold_s = max(self.summary.longest_hold_s, length)
+            self.log.event(t, "resume", after_s=length, reason=self._hold_reason)
+            if t >= self._next_hold_text_s:
+                self._next_hold_text_s = t + self.config.gcs_text_min_interval_s
+                self._gcs_text(_NOTICE, f"edge-agent: resumed after {length:.2f} s hold")
+            self._hold_since_s = None
 
     def _report_gcs(self, margin: float, miscoverage: float, s: RunSummary) -> None:
         if self.session is None:

@@ -21,6 +21,7 @@ The calibrator's margin q_t absorbs the difference between this model and the ve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,6 +46,14 @@ def lag_error(e0: F64, accel: F64 | float, tau: F64 | float, t: F64 | float) -> 
     tl = np.minimum(t, t_lin)
     e1 = e0 - accel * tl
     decay = np.exp(-(t - tl) / tau)
+    return e1 * decay, 0.5 * (e0 + e1) * tl + e1 * tau * (1.0 - decay)
+
+
+def lag_error_one(e0: float, accel: float, tau: float, t: float) -> tuple[float, float]:
+    """:func:`lag_error` for one error magnitude, in Python floats (the batch-1 onboard path)."""
+    tl = min(t, max(e0 - accel * tau, 0.0) / accel)
+    e1 = e0 - accel * tl
+    decay = math.exp(-(t - tl) / tau)
     return e1 * decay, 0.5 * (e0 + e1) * tl + e1 * tau * (1.0 - decay)
 
 
@@ -74,6 +83,25 @@ class NominalModel:
         g = np.stack([eh_t / safe_h, eh_t / safe_h, ez_t / safe_z], axis=-1)
         big_g = np.stack([ih / safe_h, ih / safe_h, iz / safe_z], axis=-1)
         return pos + cmd * t - err * big_g, cmd - err * g
+
+    def predict_one(
+        self,
+        pos_ned_m: tuple[float, float, float],
+        vel_ned_m_s: tuple[float, float, float],
+        vel_cmd_ned_m_s: tuple[float, float, float],
+        horizon_s: float,
+    ) -> tuple[float, float, float]:
+        """:meth:`predict` for one vehicle in Python floats (the batch-1 onboard path; equal up to rounding)."""
+        (pn, pe, pd), (vn, ve, vd), (cn, ce, cd) = pos_ned_m, vel_ned_m_s, vel_cmd_ned_m_s
+        t = horizon_s
+        en, ee, ed = cn - vn, ce - ve, cd - vd
+        e_h = math.sqrt(en * en + ee * ee)
+        e_z = abs(ed)
+        _, ih = lag_error_one(e_h, self.accel_xy_m_s2, self.tau_xy_s, t)
+        _, iz = lag_error_one(e_z, self.accel_z_m_s2, self.tau_z_s, t)
+        gh = ih / (e_h if e_h > 0 else 1.0)
+        gz = iz / (e_z if e_z > 0 else 1.0)
+        return (pn + cn * t - en * gh, pe + ce * t - ee * gh, pd + cd * t - ed * gz)
 
     def step(self, pos_ned_m: F64, vel_ned_m_s: F64, vel_cmd_ned_m_s: F64, dt_s: float) -> tuple[F64, F64]:
         """Advance [B, 3] position and velocity by dt_s with the command held; exact for the model."""
@@ -186,4 +214,11 @@ def silence_trajectory(
     return np.stack(out)
 
 
-__all__ = ["SILENCE_PARAM", "NominalModel", "SilenceBehavior", "lag_error", "silence_trajectory"]
+__all__ = [
+    "SILENCE_PARAM",
+    "NominalModel",
+    "SilenceBehavior",
+    "lag_error",
+    "lag_error_one",
+    "silence_trajectory",
+]

@@ -18,6 +18,7 @@ Layers (docs/shield.md has the derivations):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,6 +189,13 @@ class Shield:
             return_accept_m=config.return_accept_m,
         )
         self._vmax_h = lim.horizontal_m_s
+        # Batch 1 (onboard) takes the scalar path when it can: see _certify_one.
+        self._fast = n == 1
+        self._limits = tuple(float(x) for x in config.freshness_limits_s)
+        self._low = self.action_low.tolist()
+        self._high = self.action_high.tolist()
+        #: Slack the scalar path needs before it decides alone: far above rounding (~1e-12 m).
+        self._guard_m = 1e-6 + config.tolerance_m
 
     def reset(self, mask: B8 | None = None) -> None:
         """Forget the fallback latch (activation, new episode) for the masked vehicles (all if None)."""
@@ -210,8 +218,64 @@ class Shield:
                 f"Shield was built for a batch of {self.n}, got {inp.pos_ned_m.shape[0]}; "
                 f"build one Shield per batch size"
             )
+        if self._fast:
+            fast = self._certify_one(inp)
+            if fast is not None:
+                return fast
         with np.errstate(all="ignore"):
             return self._certify(inp)
+
+    def _certify_one(self, inp: ShieldInput) -> ShieldResult | None:
+        """The common onboard tick in Python floats, or None when the batched path must decide.
+
+        Handles one vehicle whose inputs are all fresh and finite, with no alarm, no fallback
+        latched and a command (speed-clipped or not) that the barrier passes with room to spare:
+        then the batched path would return exactly this (same setpoint bits, layer, reason and
+        stage; the slack equal up to rounding). Anything else goes to :meth:`_certify`, so every
+        intervention is still decided by the one batched implementation.
+        """
+        if (
+            self.latch.stage[0] != 0
+            or inp.calibrator_alarm[0]
+            or not inp.link_ok[0]
+            or not inp.inference_ok[0]
+        ):
+            return None
+        if inp.stage_ok is not None and not inp.stage_ok[0]:
+            return None
+        pn, pe, pd = pos = inp.pos_ned_m[0].tolist()
+        vn, ve, vd = vel = inp.vel_ned_m_s[0].tolist()
+        an, ae, ad, yaw = inp.action[0].tolist()
+        a_pos, a_vel, a_att, a_rate = inp.signal_age_s[0].tolist()
+        margin = inp.margin_m[0].item()
+        lim = self._limits
+        # Fresh (a NaN age compares False) and finite: otherwise the watchdog holds.
+        if not (0.0 <= a_pos <= lim[0] and 0.0 <= a_vel <= lim[1] and 0.0 <= a_att <= lim[2]):
+            return None
+        if not (0.0 <= a_rate <= lim[3] and math.isfinite(margin)):
+            return None
+        if not math.isfinite(pn + pe + pd + vn + ve + vd + an + ae + ad + yaw):
+            return None
+        lo, hi = self._low, self._high
+        # clip_to_limits, same operations on the same doubles
+        h = math.sqrt(an * an + ae * ae)
+        scale = self._vmax_h / h if h > self._vmax_h else 1.0
+        u = (an * scale, ae * scale, min(max(ad, lo[2]), hi[2]))
+        yaw_c = min(max(yaw, lo[3]), hi[3])
+        clipped = u[0] != an or u[1] != ae or u[2] != ad or yaw_c != yaw
+        latency = self.config.latency_s + max(a_pos, a_vel)
+        slack = self.barrier.raw_slack_one(pos, vel, max(margin, 0.0), latency, u, self._guard_m)
+        if slack is None:
+            return None
+        code = _SPEED if clipped else _NONE
+        return ShieldResult(
+            setpoint=np.array([[u[0], u[1], u[2], yaw_c]]),
+            intervened=np.array([clipped]),
+            layer=np.array([2 if clipped else 0], dtype=np.int64),
+            reason=np.array([code], dtype=np.int64),
+            fallback_stage=self.latch.stage.copy(),
+            min_slack_m=np.array([slack]),
+        )
 
     def _certify(self, inp: ShieldInput) -> ShieldResult:
         action = inp.action

@@ -48,7 +48,7 @@ class Args:
 
     seed: int = 1
     """seed of the environments, the network initialisation and the evaluation"""
-    total_timesteps: int = 6_000_000
+    total_timesteps: int = 4_000_000
     """environment steps (vehicle-steps at 50 Hz) to train for"""
     num_envs: int = 64
     """vehicles simulated side by side in one batched Sim"""
@@ -60,7 +60,7 @@ class Args:
     """ppo (the committed policy) or sac (measured against it: see docs/training.md)"""
     # --- PPO (SAC uses learning_rate, gamma, the network and the sac_* fields) ---
     learning_rate: float = 3e-4
-    """Adam step size"""
+    """Adam step size at the start, annealed linearly to 0 (steadies the final policy)"""
     n_steps: int = 128
     """steps per vehicle per rollout (rollout = n_steps * num_envs samples)"""
     batch_size: int = 2048
@@ -242,7 +242,7 @@ def dual_ascent(lam: float, mean_cost: float, budget: float, lr: float) -> float
 
 
 class TrainingLog(BaseCallback):
-    """One log line per rollout (SB3's progress bar needs ``rich``, which is not installed); dual ascent."""
+    """Log lines as training goes (SB3's progress bar needs ``rich``, not installed) and dual ascent on λ."""
 
     def __init__(self, penalty: LagrangianPenalty, args: Args) -> None:
         super().__init__()
@@ -250,18 +250,25 @@ class TrainingLog(BaseCallback):
         self.args = args
         self.t0 = time.monotonic()
         self.next_log = 0
+        # One dual step per PPO-rollout's worth of samples, whatever the algorithm's own rhythm.
+        self.dual_every = args.n_steps * args.num_envs
+        self.next_dual = self.dual_every
+        self.last_cost = 0.0
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_end(self) -> None:
-        costs = list(self.penalty.episode_costs)
-        self.penalty.episode_costs.clear()
-        mean_cost = float(np.mean(costs)) if costs else 0.0
-        if self.args.constrained and costs:
-            self.penalty.lam = dual_ascent(
-                self.penalty.lam, mean_cost, self.args.cost_budget, self.args.lambda_lr
-            )
+        if self.num_timesteps >= self.next_dual:
+            self.next_dual += self.dual_every
+            costs = list(self.penalty.episode_costs)
+            self.penalty.episode_costs.clear()
+            if costs:
+                self.last_cost = float(np.mean(costs))
+                if self.args.constrained:
+                    self.penalty.lam = dual_ascent(
+                        self.penalty.lam, self.last_cost, self.args.cost_budget, self.args.lambda_lr
+                    )
         if self.num_timesteps < self.next_log:
             return
         self.next_log = self.num_timesteps + max(self.args.total_timesteps // 40, 1)
@@ -272,17 +279,16 @@ class TrainingLog(BaseCallback):
         n = self.num_timesteps
         print(
             f"steps {n:>9,d} ({100 * n / self.args.total_timesteps:5.1f} %)  {n / elapsed:7,.0f} steps/s  "
-            f"return {ret:7.2f}  success {success:5.1%}  episode cost {mean_cost:6.2f}  "
+            f"return {ret:7.2f}  success {success:5.1%}  episode cost {self.last_cost:6.2f}  "
             f"λ {self.penalty.lam:.3f}  {elapsed:6.0f} s",
             flush=True,
         )
 
 
-def make_env(args: Args, config: WaypointTaskConfig, num_envs: int) -> tuple[VecEnv, LagrangianPenalty]:
+def make_env(config: WaypointTaskConfig, num_envs: int) -> LagrangianPenalty:
     """WaypointVecEnv → SB3 adapter → episode stats → Lagrangian penalty (VecNormalize goes on top)."""
     venv = VecMonitor(SB3VecEnv(WaypointVecEnv(num_envs, config)), info_keywords=("waypoint_index",))
-    penalty = LagrangianPenalty(venv)
-    return penalty, penalty
+    return LagrangianPenalty(venv)
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -346,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     config = task_config(args)
-    env, penalty = make_env(args, config, args.num_envs)
-    vecnorm = VecNormalize(env, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=args.gamma)
+    penalty = make_env(config, args.num_envs)
+    vecnorm = VecNormalize(penalty, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=args.gamma)
 
     net_arch = [args.net_width] * args.net_depth
     model: PPO | SAC
@@ -355,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         model = PPO(
             "MlpPolicy",
             vecnorm,
-            learning_rate=args.learning_rate,
+            learning_rate=lambda progress_remaining: args.learning_rate * progress_remaining,
             n_steps=args.n_steps,
             batch_size=args.batch_size,
             n_epochs=args.n_epochs,

@@ -570,6 +570,7 @@ class Autopilot:
         self.sim.disarm(np.array([True]))
         self._armed_s = math.inf
         self._takeoff_active = False
+        self.failsafe = None
         self.target = None
         self._say(Severity.INFO, text)
         if bool(self.sim.on_ground[0]):
@@ -583,6 +584,7 @@ class Autopilot:
             return CommandReply(MavResult.TEMPORARILY_REJECTED, (text,), True)
         if mode is Mode.TAKEOFF:
             return self.takeoff(math.nan)
+        self.failsafe = None  # a commanded mode change ends the failsafe state
         self._enter(mode)
         return CommandReply(MavResult.ACCEPTED)
 

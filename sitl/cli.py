@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import ConfigError
 from firmware_bridge.errors import LinkError
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
 from sitl.custom_vehicle import make_custom_vehicle
@@ -25,6 +24,14 @@ from sitl.disturbance import Disturbances
 from sitl.mavlink_vehicle import make_vehicle
 from sitl.runner import DEFAULT_STEP_S, LockstepRunner, RealtimeRunner
 from sitl.sim import Sim
+
+
+class SitlOptionError(ValueError):
+    """A ``sitl`` option is malformed or out of range; the message names the fix.
+
+    Not an ``edge_agent.errors.ConfigError``: ``sitl`` may import only ``firmware_bridge``
+    (DESIGN.md), so :func:`run` reports these itself, in the dispatcher's format and exit code.
+    """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,19 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_wind(text: str) -> tuple[float, float, float]:
-    """``"N,E,D"`` in m/s → a tuple; ConfigError names the expected form."""
+    """``"N,E,D"`` in m/s → a tuple; SitlOptionError names the expected form."""
     parts = text.split(",")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"--wind must be three finite numbers N,E,D in m/s, e.g. 3,0,0; got {text!r}")
+        raise SitlOptionError(f"--wind must be three finite numbers N,E,D in m/s, e.g. 3,0,0; got {text!r}")
     return values  # type: ignore[return-value]
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
-    """``["NAME=VALUE", ...]`` → a dict; ConfigError names the bad item."""
+    """``["NAME=VALUE", ...]`` → a dict; SitlOptionError names the bad item."""
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -100,16 +107,16 @@ def parse_params(items: list[str]) -> dict[str, float]:
         except ValueError:
             number = math.nan
         if not sep or not name or not math.isfinite(number):
-            raise ConfigError(f"--param must look like NAME=NUMBER, e.g. COM_OF_LOSS_T=1.0; got {item!r}")
+            raise SitlOptionError(f"--param must look like NAME=NUMBER, e.g. COM_OF_LOSS_T=1.0; got {item!r}")
         out[name.strip().upper()] = number
     return out
 
 
 def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
-    """The emulated vehicle the options describe (errors are ConfigError)."""
+    """The emulated vehicle the options describe (errors are SitlOptionError)."""
     wind = parse_wind(args.wind)
     if not (math.isfinite(args.gust) and args.gust >= 0):
-        raise ConfigError(f"--gust must be a finite intensity >= 0 m/s, got {args.gust}")
+        raise SitlOptionError(f"--gust must be a finite intensity >= 0 m/s, got {args.gust}")
     params = parse_params(args.param)
     key = None
     if args.signing_key is not None:
@@ -118,9 +125,9 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
         except ValueError:
             key = b""
         if len(key) != 32:
-            raise ConfigError("--signing-key must be 64 hex digits (a 32-byte key)")
+            raise SitlOptionError("--signing-key must be 64 hex digits (a 32-byte key)")
         if args.flavor == "custom":
-            raise ConfigError("--signing-key applies to MAVLink; the custom flavour has no signing")
+            raise SitlOptionError("--signing-key applies to MAVLink; the custom flavour has no signing")
     rng = np.random.default_rng(args.seed)
     sim = Sim(1, rng=rng, disturbances=Disturbances(wind_ned_m_s=wind, gust_std_m_s=args.gust))
     try:
@@ -136,7 +143,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             signing_epoch_s=clock(),
         )
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"{exc.args[0] if exc.args else exc}") from None
+        raise SitlOptionError(f"{exc.args[0] if exc.args else exc}") from None
 
 
 def connect_hint(link: Link) -> str:
@@ -155,14 +162,22 @@ def connect_hint(link: Link) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulator until the duration ends or Ctrl-C / SIGTERM."""
+    """Run the simulator until the duration ends or Ctrl-C / SIGTERM; 1 on a bad option."""
+    try:
+        return _run(args)
+    except SitlOptionError as exc:
+        print(f"edge-agent sitl: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     vehicle = build_vehicle(args)
     if not (math.isfinite(args.speed) and args.speed > 0):
-        raise ConfigError(f"--speed must be > 0 (1 = real time), got {args.speed}")
+        raise SitlOptionError(f"--speed must be > 0 (1 = real time), got {args.speed}")
     try:
         link = open_link(args.link)
     except LinkError as exc:
-        raise ConfigError(f"cannot open --link {args.link!r}: {exc}") from None
+        raise SitlOptionError(f"cannot open --link {args.link!r}: {exc}") from None
     with link:
         print(f"SITL ({args.flavor}) ready: {connect_hint(link)}", flush=True)
         if args.lockstep:

@@ -26,8 +26,21 @@ TLOGS = [DATA / "ardupilot" / "flight.tlog", DATA / "ardupilot" / "flight_sent.t
 def test_calibrate_from_scenarios_writes_a_section_the_runtime_reads(
     good_bundle: Path, scenario_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(["calibrate", str(good_bundle), "--scenarios", str(scenario_path), "--episodes", "60",
-               "--holdout", "30", "--alpha", "0.1", "--quiet"])
+    rc = main(
+        [
+            "calibrate",
+            str(good_bundle),
+            "--scenarios",
+            str(scenario_path),
+            "--episodes",
+            "60",
+            "--holdout",
+            "30",
+            "--alpha",
+            "0.1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     m = load_bundle(good_bundle).manifest
@@ -69,7 +82,9 @@ def test_calibration_from_the_ardupilot_tlogs_gives_a_finite_quantile(
 
 
 def test_only_the_companions_file_is_refused_with_the_fix() -> None:
-    with pytest.raises(CalibrationError, match=re.escape("no LOCAL_POSITION_NED messages; give the vehicle's")):
+    with pytest.raises(
+        CalibrationError, match=re.escape("no LOCAL_POSITION_NED messages; give the vehicle's")
+    ):
         scores_from_logs(TLOGS[1:], 1.0)
 
 
@@ -85,10 +100,22 @@ def test_cli_error_for_a_bench_log(good_bundle: Path, capsys: pytest.CaptureFixt
     assert "never OFFBOARD = 14; no trajectory_setpoint topic at all" in capsys.readouterr().err
 
 
-def test_replay_reproduces_the_campaign_episode(bundles: dict[str, Path], scenario_path: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_reproduces_the_campaign_episode(
+    bundles: dict[str, Path], scenario_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     png = tmp_path / "r.png"
-    rc = main(["replay", str(bundles["bad"]), "--scenarios", str(scenario_path), "--seed", "3", "--no-shield",
-               "--out", str(png)])
+    rc = main(
+        [
+            "replay",
+            str(bundles["bad"]),
+            "--scenarios",
+            str(scenario_path),
+            "--seed",
+            "3",
+            "--no-shield",
+            "--out",
+            str(png),
+        ]
+    )
     assert rc == 0 and png.stat().st_size > 10_000
     assert capsys.readouterr().out.startswith("episode 3: ")

@@ -235,9 +235,10 @@ def test_speed_limits_clip_and_name_the_reason() -> None:
 def test_barrier_names_the_binding_constraint() -> None:
     mission = demo()
     shield = Shield(mission, NominalModel(), SilenceBehavior.default("px4"), n=3)
-    pos = np.array([[25.0, -20.0, -10.0], [0.0, -9.0, -10.0], [-20.0, -20.0, -4.0]])
-    vel = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 1.0]])
-    action = np.array([[5.0, 0, 0, 0], [0, 5.0, 0, 0], [0, 0, 1.5, 0]])
+    # East of the mast (centre (9, 4), radius 3) heading west into it; clear of the box zone.
+    pos = np.array([[25.0, -20.0, -10.0], [9.0, 11.0, -10.0], [-20.0, -20.0, -4.0]])
+    vel = np.array([[2.0, 0, 0], [0, -2.0, 0], [0, 0, 1.0]])
+    action = np.array([[5.0, 0, 0, 0], [0, -5.0, 0, 0], [0, 0, 1.5, 0]])
     res = shield.certify(make_input(pos, vel, action))
     assert list(res.reason) == [Reason.FENCE, Reason.KEEPOUT, Reason.ALTITUDE]
     assert (res.layer == 2).all()
@@ -248,8 +249,9 @@ def test_zone_with_a_ceiling_can_be_overflown() -> None:
     """The demo's mast ends at 25 m: above it (by its margin) the vehicle may cross it horizontally."""
     mission = demo()
     shield = Shield(mission, NominalModel(), SilenceBehavior.default("px4"), n=2)
-    pos = np.array([[0.0, -8.0, -28.0], [0.0, -8.0, -10.0]])
-    action = np.array([[0.0, 3.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]])
+    # South of the mast (centre (9, 4), radius 3) heading north at east = 6, beside the box zone.
+    pos = np.array([[3.0, 6.0, -28.0], [3.0, 6.0, -10.0]])
+    action = np.array([[3.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
     res = shield.certify(make_input(pos, np.zeros((2, 3)), action))
     assert res.layer[0] == 0  # overflying: untouched
     assert res.layer[1] == 2 and res.reason[1] == Reason.KEEPOUT

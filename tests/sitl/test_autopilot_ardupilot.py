@@ -37,10 +37,10 @@ class Client:
         self.mav.seq = (self.mav.seq + 1) % 256
         self.v.receive(buf, self.t)
 
-    def run(self, seconds: float) -> None:
+    def run(self, seconds: float, dt_s: float = DT_S) -> None:
         end = self.t + seconds
         while self.t < end - 1e-9:
-            self.t += DT_S
+            self.t += dt_s
             for m in self.mav.parse_buffer(self.v.step(self.t)) or []:
                 self.log.append((self.t, m))
 
@@ -163,7 +163,7 @@ def test_message_interval_is_honoured_exactly_and_can_be_switched_off() -> None:
 
 def test_timesync_requests_every_10_s_and_answers() -> None:
     c = Client(vehicle(dt_s=GROUND_DT_S))
-    c.run(25.0)
+    c.run(25.0, dt_s=0.05)
     reqs = [(t, m) for t, m in c.of("TIMESYNC") if m.tc1 == 0]
     assert [round(t, 1) for t, _ in reqs] == [10.0, 20.0]
     assert reqs[0][1].ts1 == 10_000_000_000 + 1  # ArduPilot: ns since boot + sysid, as recorded

@@ -15,9 +15,8 @@ import pytest
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
 from edge_agent.cli import main
-from edge_agent.errors import ConfigError
 from firmware_bridge.links import PtyLink
-from sitl.cli import parse_params, parse_wind
+from sitl.cli import SitlOptionError, parse_params, parse_wind
 from sitl.mavlink_vehicle import make_vehicle
 from sitl.runner import LockstepRunner, RealtimeRunner
 from sitl.sim import Sim
@@ -177,7 +176,8 @@ def test_cli_option_errors_name_the_fix(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["sitl", "--link", "bogus://x", "--duration", "0"]) == 1
     assert "cannot open --link 'bogus://x'" in capsys.readouterr().err
     with pytest.raises(
-        ConfigError, match=re.escape("--param must look like NAME=NUMBER, e.g. COM_OF_LOSS_T=1.0; got 'X'")
+        SitlOptionError,
+        match=re.escape("--param must look like NAME=NUMBER, e.g. COM_OF_LOSS_T=1.0; got 'X'"),
     ):
         parse_params(["X"])
     assert parse_params(["com_of_loss_t=0.5"]) == {"COM_OF_LOSS_T": 0.5}

@@ -1,0 +1,302 @@
+"""Section 1 and 6 of the benchmark: the onboard tick beside what users would otherwise run.
+
+The tick is timed as the loop runs it, from the bridge's ``VehicleState`` snapshot to the encoded
+SET_POSITION_TARGET_LOCAL_NED bytes: ``state_arrays`` → ``AgentCore.step`` (observation →
+onnxruntime → shield → nominal model → calibrator) → ``setpoint_to_mavlink`` → ``MavlinkEncoder``.
+The vehicle is a closed loop through the shield's nominal model flying the mission's route, so
+the shield sees ordinary flight with its occasional interventions, not one frozen state.
+
+Beside it, interleaved call by call so that machine load hits every column alike: a bare
+``InferenceSession.run`` on the same model bytes, the torch module's eager forward and, for the
+2×64 MLP, a Stable-Baselines3 PPO ``predict`` of the same shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_agent.agent import build_agent
+from edge_agent.bench import percentiles_us, skipped
+from edge_agent.bundle import Bundle, load_bundle, session_options
+from edge_agent.mission import Mission
+from edge_agent.nominal import NominalModel
+from edge_agent.observation import state_arrays
+from edge_agent.policy import PolicyRunner
+from firmware_bridge.adapters import setpoint_to_mavlink
+from firmware_bridge.mavlink_codec import MavlinkEncoder
+from firmware_bridge.types import Autopilot, Signal, VehicleState, VelocityNedYawRate
+
+#: The benchmark policy's observation: a realistic mix of state, goal, geometry and feedback.
+FEATURES = (
+    "goal_rel_ned_m",
+    "vel_ned_m_s",
+    "q_wxyz_ned_frd",
+    "rates_frd_rad_s",
+    "fence_dist_m",
+    "prev_action",
+)
+ACTION_LOW = (-5.0, -5.0, -1.5, -1.0)
+ACTION_HIGH = (5.0, 5.0, 1.5, 1.0)
+#: Policy variants of section 6: (name, kind, hidden width).
+VARIANTS = (("mlp_2x64", "mlp", 64), ("mlp_2x256", "mlp", 256), ("gru_64", "gru", 64))
+
+
+def make_torch_policy(kind: str, hidden: int, obs_size: int) -> Any:
+    """A torch module of the benchmark's shapes (random weights, fixed seed): MLP or GRU cell."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Mlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Linear(obs_size, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                nn.Linear(hidden, 4), nn.Tanh(),
+            )  # fmt: skip
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.net(obs)
+
+    class Gru(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.GRUCell(obs_size, hidden)
+            self.head = nn.Linear(hidden, 4)
+
+        def forward(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.cell(obs, state)
+            return torch.tanh(self.head(h)), h
+
+    return (Mlp() if kind == "mlp" else Gru()).eval()
+
+
+def export_variant(kind: str, hidden: int, out_dir: Path, quantize: bool) -> tuple[Path, Any]:
+    """Export one variant as a verified bundle; returns (bundle path, the torch module)."""
+    from export.module import export_module
+    from export.spec import ExportSpec, feature
+
+    spec = ExportSpec(
+        observation=tuple(feature(n) for n in FEATURES),
+        action_kind="velocity_ned_yaw_rate",
+        action_low=ACTION_LOW,
+        action_high=ACTION_HIGH,
+        control_rate_hz=50.0,
+        module_output="normalized",
+        recurrent_state_size=hidden if kind == "gru" else 0,
+        recurrent_cell="gru" if kind == "gru" else "custom",
+    )
+    module = make_torch_policy(kind, hidden, spec.observation_size)
+    report = export_module(module, spec, out_dir, n_random=10_000, quantize=quantize, overwrite=True)
+    return Path(report.path), module
+
+
+class _Vehicle:
+    """A closed loop through the nominal model: the states a flight along the route produces."""
+
+    def __init__(self, mission: Mission, rate_hz: float, rng: np.random.Generator) -> None:
+        self.model = NominalModel()
+        self.dt = 1.0 / rate_hz
+        self.rng = rng
+        self.start = np.array([mission.waypoints_ned_m[0]], dtype=np.float64)
+        self.pos = self.start.copy()
+        self.vel = np.zeros((1, 3))
+        self.now_ns = 1_000_000_000
+
+    def state(self) -> VehicleState:
+        """The bridge's snapshot now: telemetry 2–4 ms old, as over a 250 Hz link."""
+        now = self.now_ns
+        age = int(self.rng.integers(2_000_000, 4_000_000))
+        p = tuple(self.pos[0].tolist())
+        v = tuple(self.vel[0].tolist())
+        return VehicleState(
+            pos_ned_m=Signal(p, now - age),
+            vel_ned_m_s=Signal(v, now - age),
+            q_wxyz=Signal((1.0, 0.0, 0.0, 0.0), now - age),
+            rates_frd_rad_s=Signal((0.0, 0.0, 0.0), now - age),
+            battery=Signal((0.8,), now - age),
+            armed=True,
+            mode="OFFBOARD",
+            heartbeat_stamp_ns=now - 100_000_000,
+            link_up=True,
+        )
+
+    def advance(self, setpoint: np.ndarray) -> None:
+        gust = self.rng.normal(0.0, 0.2, (1, 3))
+        self.pos, self.vel = self.model.step(self.pos, self.vel, setpoint[None, :3] + gust, self.dt)
+        self.now_ns += round(self.dt * 1e9)
+
+
+def measure_tick(
+    bundle: Bundle,
+    mission: Mission,
+    ticks: int,
+    rng: np.random.Generator,
+    *,
+    torch_module: Any = None,
+    sb3: bool = False,
+) -> dict[str, Any]:
+    """Tick latency with the alternatives interleaved; percentiles in µs and the target ratios."""
+    runner = PolicyRunner(bundle)
+    core = build_agent(policy=runner, manifest=bundle.manifest, mission=mission, timer=time.perf_counter)
+    encoder = MavlinkEncoder(1, 191)
+    session = ort.InferenceSession(bundle.model_bytes, session_options(1), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    state_size = 0 if bundle.manifest.recurrent is None else bundle.manifest.recurrent.state_size
+    link_ok = np.ones(1, dtype=bool)
+    vehicle = _Vehicle(mission, bundle.manifest.control_rate_hz, rng)
+
+    alternatives: dict[str, Callable[[np.ndarray], Any]] = {}
+    feed_state = np.zeros((1, state_size), dtype=np.float32)
+    if state_size:
+        names = (inputs[0].name, inputs[1].name)
+        alternatives["onnxruntime_run"] = lambda o: session.run(None, {names[0]: o, names[1]: feed_state})
+    else:
+        name = inputs[0].name
+        alternatives["onnxruntime_run"] = lambda o: session.run(None, {name: o})
+    notes: dict[str, Any] = {}
+    if torch_module is not None:
+        import torch
+
+        torch.set_num_threads(1)  # one thread like the runtime's session: the fair comparison
+        t_state = torch.zeros(1, state_size)
+
+        def torch_forward(o: np.ndarray) -> Any:
+            with torch.inference_mode():
+                x = torch.from_numpy(o)
+                return torch_module(x, t_state) if state_size else torch_module(x)
+
+        alternatives["torch_eager"] = torch_forward
+    else:
+        notes["torch_eager"] = skipped("no torch module for this bundle (or torch not installed)")
+    if sb3:
+        predict = make_sb3_predict(bundle.manifest.observation_size)
+        if isinstance(predict, dict):
+            notes["sb3_predict"] = predict
+        else:
+            alternatives["sb3_predict"] = predict
+
+    samples: dict[str, list[int]] = {"tick": [], **{k: [] for k in alternatives}}
+    interventions = 0
+    clock = time.perf_counter_ns
+    warmup = min(200, ticks // 5)
+    for k in range(ticks + warmup):
+        st = vehicle.state()
+        now = vehicle.now_ns
+        t0 = clock()
+        arrays = state_arrays(st, now)
+        d = core.step(arrays, now * 1e-9, link_ok)
+        sp = d.setpoint[0]
+        msg = setpoint_to_mavlink(
+            VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3])),
+            Autopilot.PX4, now // 1_000_000, 1, 1,
+        )  # fmt: skip
+        encoder.encode(msg)
+        t1 = clock()
+        obs = core.builder.build(arrays, core._waypoints[core.goal_index], core.prev_action).copy()
+        if k >= warmup:
+            samples["tick"].append(t1 - t0)
+            interventions += bool(d.intervened[0])
+        for key, fn in alternatives.items():
+            a0 = clock()
+            fn(obs)
+            a1 = clock()
+            if k >= warmup:
+                samples[key].append(a1 - a0)
+        vehicle.advance(sp)
+        if d.mission_complete[0] or d.fallback_stage[0] >= 3:
+            core.reset()
+            runner.reset()
+            vehicle.pos, vehicle.vel = vehicle.start.copy(), np.zeros((1, 3))
+    out: dict[str, Any] = {k: percentiles_us(v) for k, v in samples.items()}
+    out.update(notes)
+    out["intervention_fraction"] = interventions / max(ticks, 1)
+    tick50 = out["tick"]["p50_us"]
+    ratios: dict[str, float] = {}
+    for key in alternatives:
+        ratios[f"tick_over_{key}_p50"] = tick50 / out[key]["p50_us"]
+    out["ratios"] = ratios
+    return out
+
+
+def make_sb3_predict(obs_size: int) -> Callable[[np.ndarray], Any] | dict[str, str]:
+    """``PPO.predict`` of a 2×64 MLP PPO built in-process, or the reason it cannot run here."""
+    try:
+        import gymnasium as gym
+        from stable_baselines3 import PPO
+    except ImportError as exc:
+        return skipped(f"stable-baselines3 not installed ({exc.name})")
+
+    class _Env(gym.Env):  # type: ignore[misc]
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+            return np.zeros(obs_size, np.float32), {}
+
+        def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+            return np.zeros(obs_size, np.float32), 0.0, False, False, {}
+
+    model = PPO("MlpPolicy", _Env(), policy_kwargs={"net_arch": [64, 64]}, device="cpu", seed=0)
+    return lambda o: model.predict(o[0], deterministic=True)
+
+
+def measure_variants(
+    mission: Mission, out_dir: Path, ticks: int, rng: np.random.Generator, *, sb3: bool
+) -> dict[str, Any]:
+    """Sections 1 and 6: every policy variant in fp32 and int8; the 2×64 fp32 row is the headline."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {"headline": skipped("torch not installed: pass --bundle to time a bundle you have")}
+    results: dict[str, Any] = {}
+    headline: dict[str, Any] = {}
+    for name, kind, hidden in VARIANTS:
+        for quant in (False, True):
+            key = f"{name}_{'int8' if quant else 'fp32'}"
+            path, module = export_variant(kind, hidden, out_dir / key, quant)
+            bundle = load_bundle(path)
+            is_head = key == "mlp_2x64_fp32"
+            r = measure_tick(
+                bundle,
+                mission,
+                ticks if is_head else max(ticks // 4, 200),
+                rng,
+                torch_module=None if quant else module,
+                sb3=sb3 and is_head,
+            )
+            r["model_bytes"] = len(bundle.model_bytes)
+            if is_head:
+                headline = r
+            results[key] = {
+                "tick": r["tick"],
+                "onnxruntime_run": r["onnxruntime_run"],
+                "model_bytes": r["model_bytes"],
+            }
+    return {"headline": headline, "variants": results}
+
+
+def measure_bundle(
+    bundle_path: Path, mission: Mission, ticks: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Section 1 for a bundle given on the command line (no torch needed)."""
+    return measure_tick(load_bundle(bundle_path), mission, ticks, rng)
+
+
+__all__ = [
+    "FEATURES",
+    "VARIANTS",
+    "export_variant",
+    "make_sb3_predict",
+    "make_torch_policy",
+    "measure_bundle",
+    "measure_tick",
+    "measure_variants",
+]
