@@ -500,7 +500,8 @@ def draw_trajectory(ax: Any, flight: Flight, *, title: str | None = None, legend
     barrier = flight.acted & (flight.layer == 2)
     speed = barrier & ~np.isin(flight.reason, list(GEOMETRIC_REASONS))
     if speed.any():
-        ax.scatter(p[speed, 1], p[speed, 0], s=5, color="#aed6f1", zorder=4, label="barrier: speed limit")
+        # Below the track: speed clipping is routine, and must not hide the line.
+        ax.scatter(p[speed, 1], p[speed, 0], s=12, color="#aed6f1", zorder=2, label="barrier: speed limit")
     for code, color in _REASON_COLORS.items():
         sel = barrier & (flight.reason == code)
         if sel.any():
@@ -752,7 +753,7 @@ def _img(png: bytes, alt: str) -> str:
 def _verdict(s: FlightSummary) -> str:
     ok = s.mission_complete and s.breaches == 0
     parts = ["mission complete" if s.mission_complete else f"mission not complete ({s.end_reason})"]
-    parts.append("no breaches" if s.breaches == 0 else f"{s.breaches} breaches")
+    parts.append("no breaches" if s.breaches == 0 else f"{s.breaches} breach{'es' if s.breaches > 1 else ''}")
     parts.append(f"shield {'on' if s.shield_enabled else 'OFF'}")
     return f'<div class="verdict {"ok" if ok else "bad"}">{html.escape(" · ".join(parts))}</div>'
 

@@ -16,9 +16,9 @@ of (seed, i, tick); so a result depends on (seed, i) only, not on the batch it f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -169,6 +169,26 @@ class Trace:
     margin_m: F64
 
 
+class SilentAutopilot(Protocol):
+    """The autopilot side of an agent-death episode (``calib.kill_campaign`` implements it)."""
+
+    def send(self, sim: Sim, now_s: float, setpoint5: F64, alive: B8) -> None:
+        """Fly this tick: ``setpoint5`` [B, 5] are the companion's velocity setpoints, valid only
+        where ``alive``; where the companion is dead the autopilot does what its firmware does."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KillPlan:
+    """When each episode's agent dies, and what flies afterwards."""
+
+    tick: NDArray[np.int64]
+    """[B] control tick from which the companion sends nothing (the setpoint of tick − 1 was its last)."""
+    settle_s: float
+    """Seconds flown after the kill before the episode ends (hold time, brake and a steady hold)."""
+    autopilot: SilentAutopilot
+
+
 def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """splitmix64's finaliser: a counter-based hash, so a per-(episode, tick) uniform needs no generator."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -227,15 +247,33 @@ def run_episodes(
     shield_enabled: bool = True,
     trace: bool = False,
     on_tick: Callable[[int], None] | None = None,
+    kill: KillPlan | None = None,
+    autopilot_params: Mapping[str, float] | None = None,
 ) -> tuple[EpisodeResults, Trace | None]:
-    """Fly the given episodes side by side through the onboard tick; per-episode results (and a trace)."""
+    """Fly the given episodes side by side through the onboard tick; per-episode results (and a trace).
+
+    ``kill``: agent-death episodes. From ``kill.tick`` on the companion is silent and
+    ``kill.autopilot`` flies (its last setpoint, then its failsafe); the episode ends
+    ``kill.settle_s`` after the kill or at a failure (mission completion no longer ends it), and
+    the fallback's landing exemption is the one in force when the agent died.
+    ``autopilot_params``: what the autopilot reported (COM_OF_LOSS_T / GUID_TIMEOUT), as onboard.
+    """
     ids = np.asarray(episodes, dtype=np.int64)
     n = int(ids.shape[0])
     if n == 0:
         raise ConfigError("run_episodes needs at least one episode index")
+    if kill is not None and kill.tick.shape != (n,):
+        raise ConfigError(f"KillPlan.tick must have one tick per episode ({n}), got shape {kill.tick.shape}")
     params = sample_episodes(spec, mission, ids)
     sim = _build_sim(spec, params)
-    core = build_agent(policy=policy, manifest=manifest, mission=mission, n=n, shield_enabled=shield_enabled)
+    core = build_agent(
+        policy=policy,
+        manifest=manifest,
+        mission=mission,
+        n=n,
+        shield_enabled=shield_enabled,
+        params=autopilot_params,
+    )
     rate = manifest.control_rate_hz
     substeps = round(1.0 / (rate * spec.physics_dt_s))
     if substeps < 1 or abs(substeps * spec.physics_dt_s * rate - 1.0) > 1e-6:
@@ -248,6 +286,11 @@ def run_episodes(
     cos_tilt = math.cos(LOC_TILT_RAD)
     max_ticks = math.ceil(spec.duration_s * rate - 1e-9)
     latency = spec.sensors.latency_s
+    end_tick = np.full(n, max_ticks, dtype=np.int64)
+    if kill is not None:
+        end_tick = np.minimum(end_tick, kill.tick + math.ceil(kill.settle_s * rate - 1e-9))
+        max_ticks = int(end_tick.max())
+    landing = np.zeros(n, dtype=bool)
 
     active = np.ones(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
@@ -283,7 +326,11 @@ def run_episodes(
         )
         d = core.step(arrays, t, link_ok)
         sp5[:, :4] = d.setpoint
-        sim.set_setpoint(SetpointKind.VELOCITY, sp5)
+        alive = np.ones(n, dtype=bool) if kill is None else k < kill.tick
+        if kill is None:
+            sim.set_setpoint(SetpointKind.VELOCITY, sp5)
+        else:
+            kill.autopilot.send(sim, t, sp5, alive)
         sim.step(substeps)
 
         # Book-keeping for the episodes still running (this tick's decision, then its outcome).
@@ -306,7 +353,7 @@ def run_episodes(
 
         # The fallback's landing descends through the floor to the ground on purpose: that is the
         # recovery, not a breach. A hard touchdown still sets the simulator's crash flag.
-        landing = d.fallback_stage == _LAND
+        landing = np.where(alive, d.fallback_stage == _LAND, landing)
         pos = sim.pos_ned_m
         fence, _ = geo.fence_distance(pos)
         floor, ceiling = geo.altitude_distances(pos)
@@ -329,8 +376,12 @@ def run_episodes(
             failed |= new_fail
             kind[new_fail] = f[new_fail]
             fail_t[new_fail] = t_end
-        done = a & (d.mission_complete | new_fail)
-        completed |= a & d.mission_complete
+        finished = a & alive & d.mission_complete
+        if kill is None:
+            done = a & (finished | new_fail)
+        else:  # after a kill only a failure or the settle time ends it
+            done = a & (new_fail | (k + 1 >= end_tick) | (finished & (k + 1 < kill.tick)))
+        completed |= finished
         duration[done] = t_end
         active = a & ~done
         if trace:
@@ -390,6 +441,8 @@ __all__ = [
     "KEEPOUT",
     "LOSS_OF_CONTROL",
     "EpisodeResults",
+    "KillPlan",
+    "SilentAutopilot",
     "Trace",
     "failure_names",
     "run_episodes",

@@ -347,11 +347,17 @@ class Barrier:
         lat = latency_s
         slacks: list[float] = []
         rooms: list[float] = []
-        for k, (nx, ny, nz) in enumerate(normals):
-            a1, s1, d0, s0 = coefs[self._s_vert[k]]
-            q = max(nx * vn + ny * ve + nz * vd, 0.0)
-            d_eff = dist[k] - self._s_margin[k] - margin_m - (q + self._s_accel[k] * lat) * lat
-            p = max(nx * un + ny * ue + nz * ud, 0.0)
+        # Conditional expressions are cheaper than max(x, 0.0) and equal for every number; the
+        # caller passes finite inputs only and normals are unit vectors, so q and p are never NaN.
+        for (nx, ny, nz), vert, dk, mk, ak in zip(
+            normals, self._s_vert, dist, self._s_margin, self._s_accel, strict=True
+        ):
+            a1, s1, d0, s0 = coefs[vert]
+            q = nx * vn + ny * ve + nz * vd
+            q = q if q > 0.0 else 0.0
+            d_eff = dk - mk - margin_m - (q + ak * lat) * lat
+            p = nx * un + ny * ue + nz * ud
+            p = p if p > 0.0 else 0.0
             qa1, qd0 = q * a1, q * d0
             travel = qa1 + (p - q) * s1 if p >= q else qd0 + p * s0
             slacks.append(d_eff - travel)
@@ -363,8 +369,10 @@ class Barrier:
             if not abs(score_v - score_h) > guard_m:
                 return None  # a near tie could go either way after rounding
             slacks[h if score_v > score_h else v] = _OFF
-        low = min(slacks)
-        return low if low >= guard_m else None
+        for x in slacks:  # not min(): min() lets a NaN hide behind a later number
+            if not x >= guard_m:
+                return None
+        return min(slacks)
 
     # -- conditions -----------------------------------------------------------------------
 
@@ -477,6 +485,35 @@ class Barrier:
         ok = np.logical_not(fin_bad.any(axis=1))
         modified = np.any(out != u, axis=1)
         return BarrierResult(out, ok, modified, reason, min_slack, raw_min, breached)
+
+    def recovery_command(
+        self, prep: Prepared, u: F64, gain_1_s: float, speed_m_s: float, floor_off: B8 | None = None
+    ) -> F64:
+        """Commands [B, 3] that recede from every boundary whose margin band the vehicle is in.
+
+        For each enforced boundary with ``d_eff < 0`` (inside its band: margins, q_t, latency), the
+        approach speed must be at most ``−min(gain · depth, speed)``; u is projected onto those
+        half-spaces (a few passes), keeping its other components. This is what the fallback flies
+        when :meth:`certify` finds nothing: a zero velocity there has no position feedback, so in
+        wind the vehicle drifts across the boundary it is stuck next to (docs/shield.md).
+        """
+        d_eff = prep.d_eff
+        if floor_off is not None:
+            d_eff = d_eff.copy()
+            d_eff[floor_off, self.floor_col] = _OFF
+        off = self._conditions(prep, u, d_eff)[3]
+        depth = np.where(off, 0.0, np.maximum(-d_eff, 0.0))
+        bound = np.where(depth > 0.0, -np.minimum(gain_1_s * depth, speed_m_s), _OFF)
+        v = u.copy()
+        rows = np.arange(u.shape[0])
+        for _ in range(self.iterations + 2):
+            viol = np.matmul(prep.normal, v[:, :, None])[..., 0] - bound
+            k = np.argmax(viol, axis=1)
+            vmax = viol[rows, k]
+            if not (vmax > self.tol).any():
+                break
+            v -= np.maximum(vmax, 0.0)[:, None] * prep.normal[rows, k]
+        return v
 
 
 __all__ = ["Barrier", "BarrierResult", "Prepared"]

@@ -18,6 +18,7 @@ from edge_agent.errors import EdgeAgentError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "export a PyTorch / Stable-Baselines3 policy to a verified bundle"),
     "inspect": ("edge_agent.inspect_cli", "print a bundle's whole contract after verifying it"),
+    "sign": ("edge_agent.sign_cli", "sign a bundle with an ed25519 key (or make a key pair)"),
     "run": ("edge_agent.run_cli", "fly a bundle: the onboard loop against a flight controller or SITL"),
     "sitl": ("sitl.cli", "run the built-in simulator as a flight controller on a real link"),
     "calibrate": ("calib.calibrate_cli", "conformal calibration from SITL scenarios or flight logs"),

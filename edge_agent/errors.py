@@ -22,6 +22,10 @@ class BundleIntegrityError(BundleError):
     """A file's SHA-256 does not match the manifest, or a signature does not verify."""
 
 
+class BundleSignatureError(BundleIntegrityError):
+    """A drone configured with a public key got an unsigned, wrongly signed or re-sealed bundle."""
+
+
 class BundleSchemaError(BundleError):
     """The manifest is malformed or declares a schema version this runtime does not read."""
 

@@ -61,14 +61,27 @@ class FlightLog:
                 f"cannot create flight log {self.path}: {exc.strerror}; choose a writable --log path"
             ) from exc
         self.write({"k": "header", "schema": SCHEMA_VERSION, **header})
+        if self.dropped:
+            os.close(self._fd)
+            raise FlightLogError(
+                f"cannot write the flight log header to {self.path}: the disk is full or failing; "
+                f"free space or choose another --log path"
+            )
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record; rotates past the size limit. Never raises on a full disk in flight."""
         data = self._packer.pack(record)
         try:
-            os.write(self._fd, data)
+            n = os.write(self._fd, data)
         except OSError:
-            # A full or failed disk must not take the vehicle down; the loop reports it once.
+            # A full or failed disk must not take the vehicle down; the loop reports it.
+            self.dropped += 1
+            return
+        if n < len(data):
+            # A short write on a nearly full disk: cut the partial record off again, or every
+            # record after it would be read as garbage.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._written)
             self.dropped += 1
             return
         self._written += len(data)
@@ -140,8 +153,8 @@ def read_log(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_RECORD_BYTES * 4, strict_map_key=False)
         with open(seg, "rb") as f:
             while chunk := f.read(1 << 16):
-                unpacker.feed(chunk)
                 try:
+                    unpacker.feed(chunk)
                     for rec in unpacker:
                         if not isinstance(rec, dict) or "k" not in rec:
                             raise FlightLogError(f"{seg} holds a record that is not a flight-log record")
@@ -149,9 +162,10 @@ def read_log(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                             raise FlightLogError(f"{base} does not start with a flight-log header")
                         first = False
                         yield rec
-                except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-                    if isinstance(exc, FlightLogError):
-                        raise
+                except FlightLogError:
+                    raise
+                except (msgpack.UnpackException, ValueError, TypeError) as exc:
+                    # TypeError: a map keyed by a map or list (unhashable), which we never write.
                     raise FlightLogError(f"{seg} is corrupt ({exc}); it is not a flight log") from exc
         # Leftover bytes in the unpacker are a record cut short by a crash: dropped by design.
     if first:

@@ -132,8 +132,11 @@ class Runtime:
         clock: Callable[[], int] = time.monotonic_ns,
         sleep: Callable[[float], None] = time.sleep,
         session_config: SessionConfig | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.bundle = bundle
+        self.timer = timer
+        """Seconds for the inference deadline; tests on a fake clock pass one derived from it."""
         self.mission = mission
         self.link = link
         self.config = config or LoopConfig()
@@ -201,9 +204,16 @@ class Runtime:
                 return st
             if now - start > self.config.connect_timeout_s * 1e9:
                 what = "no HEARTBEAT" if not st.link_up else "no fresh LOCAL_POSITION_NED"
+                bad_sig = self.session.parser.signature_errors if self.session is not None else 0
+                hint = (
+                    f"{bad_sig} frames failed their MAVLink signature: check that --signing-key matches "
+                    f"the autopilot's key"
+                    if bad_sig
+                    else "check the cable or URL, the baud rate, and that the autopilot streams telemetry"
+                )
                 raise ActivationError(
                     f"{what} from the autopilot on {self.link.url} within {self.config.connect_timeout_s:.0f} s: "
-                    f"check the cable or URL, the baud rate, and that the autopilot streams telemetry"
+                    f"{hint}"
                 )
             self.sleep(0.01)
 
@@ -271,7 +281,7 @@ class Runtime:
             params=self.state.params,
             shield_enabled=self.config.shield_enabled,
             inference_deadline_s=deadline,
-            timer=time.perf_counter,
+            timer=self.timer,
         )
 
     def _header(self) -> dict[str, Any]:

@@ -10,10 +10,14 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from edge_agent.bundle import load_bundle
+from edge_agent.bundle import load_bundle, read_key_file
+from edge_agent.errors import ConfigError
 from edge_agent.loop import LoopConfig, Runtime
 from edge_agent.mission import load_mission
-from firmware_bridge.links import open_link
+from firmware_bridge.errors import BridgeError
+from firmware_bridge.links import ReconnectingLink
+from firmware_bridge.mavlink_codec import SigningConfig
+from firmware_bridge.session import SessionConfig
 
 EPILOG = """examples:
   edge-agent run --bundle out/bundle --mission examples/missions/demo.toml --link serial:///dev/ttyACM0?baud=921600
@@ -22,7 +26,12 @@ EPILOG = """examples:
 
 The vehicle is left landing (or holding, with --end hold) when the mission completes or on
 SIGINT/SIGTERM. If the autopilot or the pilot switches mode away from OFFBOARD/GUIDED, the agent
-stops commanding and never takes control back."""
+stops commanding and never takes control back.
+
+A lost link (cable out, TCP reset) is reopened with backoff while the agent holds; the flight
+goes on only if the vehicle is still in OFFBOARD/GUIDED when the link is back (docs/safety.md).
+With --public-key the agent refuses bundles not signed by that key (`edge-agent sign`); with
+--signing-key every MAVLink frame is signed and unsigned or wrongly signed frames are dropped."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,11 +61,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DANGEROUS, simulation only: bypass the barrier and fallback layers to show what the shield prevents",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--public-key",
+        default=None,
+        metavar="FILE",
+        help="fly only bundles signed by this ed25519 key (the .pub file from `edge-agent sign --generate-key`)",
+    )
+    parser.add_argument(
+        "--signing-key",
+        default=None,
+        metavar="HEX",
+        help="MAVLink 2 signing key, 64 hex digits (the autopilot's); unsigned frames are then dropped",
+    )
+
+
+def parse_signing_key(text: str | None, protocol: str) -> SigningConfig | None:
+    """``--signing-key`` → a SigningConfig; ConfigError names the expected form."""
+    if text is None:
+        return None
+    if protocol != "mavlink":
+        raise ConfigError("--signing-key applies to MAVLink; the custom protocol has no signing")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError("--signing-key must be 64 hex digits (a 32-byte key), as given to the autopilot")
+    return SigningConfig(key)
+
+
+def open_flight_link(url: str) -> ReconnectingLink:
+    """The flight-controller link, reopened with backoff when the cable comes out (a bad URL fails now)."""
+    try:
+        link = ReconnectingLink(url)
+    except BridgeError as exc:
+        raise ConfigError(f"cannot use --link {url!r}: {exc}") from None
+    if not link.connected:
+        reason = next((e.reason for e in link.events()), "unknown")
+        link.close()
+        raise ConfigError(
+            f"cannot open --link {url!r}: {reason}; check the device path or address and that the "
+            f"flight controller (or `edge-agent sitl`) is running"
+        )
+    return link
 
 
 def run(args: argparse.Namespace) -> int:
     """Fly; exit status 0 when the flight ended as planned."""
-    bundle = load_bundle(args.bundle)
+    public_key = None if args.public_key is None else read_key_file(args.public_key, what="public key")
+    signing = parse_signing_key(args.signing_key, args.protocol)
+    bundle = load_bundle(args.bundle, public_key=public_key)
     mission = load_mission(args.mission)
     config = LoopConfig(
         rate_hz=args.rate,
@@ -67,8 +121,16 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)
-    link = open_link(args.link)
-    runtime = Runtime(bundle, mission, link, protocol=args.protocol, config=config, log_path=args.log)
+    link = open_flight_link(args.link)
+    runtime = Runtime(
+        bundle,
+        mission,
+        link,
+        protocol=args.protocol,
+        config=config,
+        log_path=args.log,
+        session_config=SessionConfig(signing=signing),
+    )
 
     def _stop(signum: int, _frame: Any) -> None:
         runtime.request_stop(f"signal {signal.Signals(signum).name}")

@@ -330,8 +330,18 @@ class Shield:
         if in_fb.any():
             cmd, landing = latch.command(pos)
             fb = barrier.certify(prep, self.clip_to_limits(cmd), floor_off=landing)
-            # A fallback command the barrier cannot certify becomes the plain brake.
-            fb_cmd = np.where(fb.ok[:, None], fb.vel_cmd_ned_m_s, 0.0)
+            # A fallback command the barrier cannot certify becomes the plain brake, plus a push
+            # out of every margin band the vehicle is in: a bare zero-velocity setpoint has no
+            # position feedback, and in wind a vehicle parked in a band (where noise in the
+            # measured velocity keeps every command uncertifiable) drifted into keep-out zones.
+            fb_cmd = fb.vel_cmd_ned_m_s
+            stuck = in_fb & ~fb.ok
+            if stuck.any():
+                cfg = self.config
+                push = barrier.recovery_command(
+                    prep, np.zeros((self.n, 3)), cfg.hold_gain_1_s, cfg.hold_speed_m_s, floor_off=landing
+                )
+                fb_cmd = np.where(stuck[:, None], self.clip_to_limits(push), fb_cmd)
             setpoint[in_fb, :3] = fb_cmd[in_fb]
             setpoint[in_fb, 3] = 0.0
             min_slack[in_fb] = fb.min_slack_m[in_fb]

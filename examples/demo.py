@@ -49,9 +49,9 @@ class Args:
 
     out: Path = ROOT / "out" / "demo"
     """Folder for the bundle, flight logs and reports (wiped at the start)."""
-    episodes_calibrate: int = 300
+    episodes_calibrate: int = 240
     """Calibration episodes n (plus a third as many held out for the coverage check)."""
-    episodes_certify: int = 400
+    episodes_certify: int = 300
     """Certification episodes N: modest, so the demo stays within minutes."""
     beta: float = 0.05
     """Certification confidence 1 − β."""
@@ -221,6 +221,8 @@ class Demo:
     failed: dict[str, str] = field(default_factory=dict)
     bundle: Path | None = None
     logs: dict[str, Path] = field(default_factory=dict)
+    summaries: dict[str, Any] = field(default_factory=dict)
+    """calib.report.FlightSummary of each reported flight."""
 
     @property
     def out(self) -> Path:
@@ -372,8 +374,8 @@ def _run_with_flight_progress(cmd: list[str], log: Path, *, timeout_s: float) ->
     """Run `edge-agent run`, showing a progress bar of the flight read live from its log."""
     print(f"  $ {shown(cmd)}", flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    bar = tqdm(total=None, unit="tick", desc="  flight", bar_format="{desc}: {postfix} [{elapsed}]")
-    bar.set_postfix_str("connecting, taking off ...")
+    bar = tqdm(total=None, unit="tick", bar_format="  flight [{elapsed}] {desc}")
+    bar.set_description_str("connecting, arming, taking off ...")
     start = time.monotonic()
     try:
         while proc.poll() is None:
@@ -386,7 +388,7 @@ def _run_with_flight_progress(cmd: list[str], log: Path, *, timeout_s: float) ->
                 raise StepFailed(f"the flight did not end within {timeout_s:.0f} s")
             status = flight_status(log)
             if status:
-                bar.set_postfix_str(status)
+                bar.set_description_str(status)
             bar.refresh()
             time.sleep(0.5)
     finally:
@@ -407,15 +409,18 @@ def flight_status(log: Path) -> str:
     if not log.exists():
         return ""
     last: dict[str, Any] | None = None
-    n_wp, acted, ticks = 0, 0, 0
+    n_wp, acted, ticks, shield = 0, 0, 0, True
     try:
         for rec in read_log(log):
             if rec["k"] == "header":
                 n_wp = len(rec.get("mission", {}).get("waypoints_ned_m", ()))
+                shield = bool(rec.get("shield_enabled", True))
             elif rec["k"] == "tick":
                 last = rec
                 ticks += 1
-                acted += int(rec.get("layer", 0) > 0)
+                # Unshielded, the log still says what the bypassed layers would have done.
+                layer = int(rec.get("layer", 0))
+                acted += int(layer > 0 if shield else layer == 1)
     except FlightLogError:
         return ""
     if last is None:
@@ -431,10 +436,13 @@ def step_flight(demo: Demo, name: str, *, shield: bool) -> str:
     """Fly and describe the flight in one line."""
     s = fly(demo, name, shield=shield)
     acted = sum(s.get("interventions", {}).values())
+    why = ", ".join(
+        f"{k.lower()} {v}" for k, v in sorted(s.get("reasons", {}).items(), key=lambda kv: -kv[1])
+    )
     return (
         f"{s.get('end_reason')}; {s.get('ticks')} ticks in {s.get('duration_s', 0):.1f} s; "
-        f"shield acted on {acted} ticks; tick p50/p99 {s.get('tick_latency_us_p50', 0):.0f}/"
-        f"{s.get('tick_latency_us_p99', 0):.0f} µs"
+        f"shield acted on {acted} ticks{f' ({why})' if why else ''}; "
+        f"tick p50/p99 {s.get('tick_latency_us_p50', 0):.0f}/{s.get('tick_latency_us_p99', 0):.0f} µs"
     )
 
 
@@ -450,7 +458,8 @@ def step_report(demo: Demo, name: str, compare: str | None = None) -> str:
         cmd += ["--compare", str(demo.logs[compare])]
     run_command(cmd, timeout_s=300, echo=False)
     if compare is None:
-        print_summary(summarize(load_flight(demo.logs[name])))
+        demo.summaries[name] = summarize(load_flight(demo.logs[name]))
+        print_summary(demo.summaries[name])
     return f"report written: {_rel(str(out_dir / 'report.html'))}"
 
 
@@ -544,6 +553,29 @@ def steps() -> tuple[Step, ...]:
     )
 
 
+def conclusions(demo: Demo) -> list[str]:
+    """What the demo showed, in plain words, from the steps that ran."""
+    out: list[str] = []
+    for title, result in demo.results.items():
+        if title.startswith(("Calibrate", "Certify")):
+            out.append(f"{title.split()[0].lower()}: {result}")
+    on, off = demo.summaries.get("shielded"), demo.summaries.get("unshielded")
+    if on is not None:
+        done = "completed the mission" if on.mission_complete else f"did not complete ({on.end_reason})"
+        out.append(
+            f"shield ON: {done} with {on.breaches} breaches; closest approach "
+            f"{min(c.min_distance_m for c in on.constraints):.2f} m"
+        )
+    if off is not None:
+        worst = min(off.constraints, key=lambda c: c.min_distance_m)
+        out.append(
+            f"shield OFF: {off.breaches} breaches; worst {-worst.min_distance_m:.2f} m inside {worst.name}"
+            if off.breaches
+            else "shield OFF: no breach this time (gusts are random); the report still shows how close it came"
+        )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every step, say what each showed, and exit non-zero if any failed."""
     defaults = Args()
@@ -562,9 +594,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_demo(args: Args, only: Sequence[int] | None = None) -> int:
     """Run the steps (all, or the 1-based indices in ``only``); returns the exit status."""
-    if args.out.exists():
+    marker = args.out / ".edge-agent-demo"
+    if args.out.exists() and any(args.out.iterdir()):
+        if not marker.is_file():
+            # Never wipe a folder this demo did not make.
+            print(
+                f"demo: {args.out} exists and was not made by the demo; choose another --out or remove it",
+                file=sys.stderr,
+            )
+            return 2
         shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by python -m examples.demo; wiped on its next run\n", encoding="utf-8")
     demo = Demo(args)
     all_steps = steps()
     chosen = [i for i in range(1, len(all_steps) + 1) if only is None or i in only]
@@ -586,7 +627,9 @@ def run_demo(args: Args, only: Sequence[int] | None = None) -> int:
         demo.results[step.title] = result
         print(f"  -> {result}  ({time.monotonic() - t0:.1f} s)\n", flush=True)
     print(f"Done in {time.monotonic() - t_all:.0f} s.")
-    if "report_compare" in {p.name for p in args.out.iterdir()}:
+    for line in conclusions(demo):
+        print(f"  * {line}")
+    if (args.out / "report_compare" / "report.html").is_file():
         print(
             f"Open {_rel(str(args.out / 'report_compare' / 'report.html'))} in a browser to see both flights."
         )

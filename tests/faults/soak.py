@@ -39,11 +39,11 @@ def rss_kib(pid: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def start_sitl(out: Path, nice: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_sitl(out: Path, nice: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     """Start the SITL on a pty (output to ``out/sitl.log``); returns it and the URL it printed."""
     log = open(out / "sitl.log", "wb")  # a file, not a pipe nobody drains: a full pipe stalls the SITL
     proc = subprocess.Popen(
-        [*NICE(nice), *EDGE_AGENT, "sitl", "--flavor", "px4", "--link", "pty://"],
+        [*NICE(nice), *EDGE_AGENT, "sitl", "--flavor", "px4", "--link", "pty://", *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
@@ -66,7 +66,7 @@ def fly(args: argparse.Namespace) -> None:
     """Run the soak and sample RSS; writes rss.csv and run.json into ``args.out``."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sitl, url = start_sitl(out, args.nice)
+    sitl, url = start_sitl(out, args.nice, [a for p in args.sitl_param for a in ("--param", p)])
     try:
         cmd = [
             *NICE(args.nice),
@@ -205,6 +205,13 @@ def main() -> int:
     p.add_argument("--out", default="/tmp/soak")
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "soak.png"))
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument(
+        "--sitl-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="autopilot parameter for the SITL (repeatable), e.g. COM_OF_LOSS_T=10",
+    )
     p.add_argument(
         "--nice",
         type=int,

@@ -96,6 +96,7 @@ def fly(
         clock=world.clock,
         sleep=world.sleep,
         session_config=SessionConfig(),
+        timer=lambda: world.clock() * 1e-9,  # inference takes no simulated time: no DEADLINE holds
     )
     fault: list[float] = []
     flying_since: list[float] = []

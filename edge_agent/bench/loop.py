@@ -1,0 +1,230 @@
+"""Sections 2 and 3 of the benchmark: the loop against the SITL, memory and start-up.
+
+Section 2 runs the real thing in two processes: ``edge-agent sitl --flavor px4 --link pty://``
+(the simulated autopilot, on a pseudo-terminal carrying MAVLink) and ``edge-agent run --rate R``
+against it. Rate, jitter and deadline figures come from the run's summary and its flight log;
+telemetry-to-setpoint latency is, per tick, the age of the position sample when the tick began
+(the bridge stamps a message when it parses it) plus the tick's own duration up to the write.
+The run's resident set size is sampled from /proc/PID/status while it flies.
+
+Section 3's start-up probe is a fresh interpreter doing what ``edge-agent run`` does up to its
+first certified setpoint (imports, bundle verification, session, agent), timed from spawn.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bench import skipped
+from edge_agent.errors import EdgeAgentError
+from edge_agent.flightlog import read_log
+
+_HINT = re.compile(r"connect to (serial://\S+)")
+
+
+class BenchError(EdgeAgentError):
+    """A benchmark could not run (the SITL did not start, the agent failed)."""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_agent.cli", *args]
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of a process in KiB (None once it has exited)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def start_sitl(timeout_s: float = 30.0) -> tuple[subprocess.Popen[str], str]:
+    """Start the PX4 SITL on a pty; returns the process and the serial URL it printed."""
+    proc = subprocess.Popen(
+        _cli("sitl", "--flavor", "px4", "--link", "pty://"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line.rstrip())
+        m = _HINT.search(line)
+        if m:
+            return proc, m.group(1)
+    proc.kill()
+    raise BenchError(
+        f"`edge-agent sitl --link pty://` printed no 'connect to serial://...' line within {timeout_s:.0f} s; "
+        f"its output was: {' | '.join(seen[-5:]) or '(nothing)'}"
+    )
+
+
+def measure_loop(bundle: Path, mission: Path, rate_hz: float, duration_s: float) -> dict[str, Any]:
+    """One flight of ``edge-agent run --rate rate_hz`` against the SITL for duration_s seconds."""
+    sitl, url = start_sitl()
+    log = Path(tempfile.mkdtemp(prefix="ea-bench-")) / "flight.eal"
+    try:
+        cmd = _cli(
+            "run", "--bundle", str(bundle), "--mission", str(mission), "--link", url,
+            "--rate", f"{rate_hz:g}", "--max-duration", f"{duration_s:g}", "--end", "hold",
+            "--json", "--log", str(log),
+        )  # fmt: skip
+        t0 = time.monotonic()
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rss: list[int] = []
+        limit = duration_s + 120.0
+        while run.poll() is None and time.monotonic() - t0 < limit:
+            r = rss_kib(run.pid)
+            if r is not None:
+                rss.append(r)
+            time.sleep(0.1)
+        if run.poll() is None:
+            run.kill()
+            raise BenchError(f"`edge-agent run` did not finish within {limit:.0f} s")
+        out, err = run.communicate()
+        lines = [x for x in out.splitlines() if x.startswith("{")]
+        if run.returncode != 0 or not lines:
+            raise BenchError(
+                f"`edge-agent run` exited with {run.returncode}: {err.strip().splitlines()[-1:] or out[-300:]}"
+            )
+        summary = json.loads(lines[-1])
+    finally:
+        sitl.terminate()
+        try:
+            sitl.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            sitl.kill()
+    return _loop_figures(summary, log, rate_hz, rss)
+
+
+def _loop_figures(summary: dict[str, Any], log: Path, rate_hz: float, rss: list[int]) -> dict[str, Any]:
+    period_us = 1e6 / rate_hz
+    ages, tick_us, late_us = [], [], []
+    for rec in read_log(log):
+        if rec.get("k") == "tick":
+            ages.append(rec["age_s"][0] * 1e6)
+            tick_us.append(rec["tick_us"])
+            late_us.append(rec["late_us"])
+    ticks = len(tick_us)
+    duration = float(summary["duration_s"])
+    expected = max(round(duration * rate_hz), 1)
+    t_arr, late = np.asarray(tick_us), np.asarray(late_us)
+    missed = int(np.sum(late + t_arr > period_us)) if ticks else 0
+    dropped = max(expected - ticks, 0)
+    lat = np.asarray(ages) + t_arr if ticks else np.zeros(0)
+    steady = rss[len(rss) // 2 :] or rss  # after connect, activation and climb
+    return {
+        "rate_hz": rate_hz,
+        "duration_s": duration,
+        "ticks": ticks,
+        "achieved_rate_hz": ticks / duration if duration > 0 else float("nan"),
+        "jitter_p99_us": float(np.percentile(late, 99)) if ticks else float("nan"),
+        "tick_p50_us": float(np.percentile(t_arr, 50)) if ticks else float("nan"),
+        "tick_p99_us": float(np.percentile(t_arr, 99)) if ticks else float("nan"),
+        "deadline_misses": missed,
+        "dropped_ticks": dropped,
+        "missed_fraction": (missed + dropped) / expected,
+        "inference_deadline_misses": int(summary["deadline_misses"]),
+        "overruns": int(summary["overruns"]),
+        "telemetry_to_setpoint_p50_us": float(np.percentile(lat, 50)) if ticks else float("nan"),
+        "telemetry_to_setpoint_p99_us": float(np.percentile(lat, 99)) if ticks else float("nan"),
+        "rss_steady_mib": (max(steady) / 1024.0) if steady else float("nan"),
+        "end_reason": summary["end_reason"],
+    }
+
+
+_PROBE = r"""
+import json, sys, time
+t_import = time.perf_counter()
+import edge_agent.run_cli  # what `edge-agent run` imports
+import numpy as np
+from edge_agent.agent import build_agent
+from edge_agent.bundle import load_bundle
+from edge_agent.mission import load_mission
+from edge_agent.observation import state_arrays
+from edge_agent.policy import PolicyRunner
+from firmware_bridge.adapters import setpoint_to_mavlink
+from firmware_bridge.mavlink_codec import MavlinkEncoder
+from firmware_bridge.types import Autopilot, Signal, VehicleState, VelocityNedYawRate
+imported = time.perf_counter()
+bundle = load_bundle(sys.argv[1])
+mission = load_mission(sys.argv[2])
+core = build_agent(policy=PolicyRunner(bundle), manifest=bundle.manifest, mission=mission)
+now = 10**9
+p = tuple(float(x) for x in mission.waypoints_ned_m[0])
+st = VehicleState(pos_ned_m=Signal(p, now), vel_ned_m_s=Signal((0.0, 0.0, 0.0), now),
+    q_wxyz=Signal((1.0, 0.0, 0.0, 0.0), now), rates_frd_rad_s=Signal((0.0, 0.0, 0.0), now),
+    link_up=True, heartbeat_stamp_ns=now)
+d = core.step(state_arrays(st, now), 1.0, np.ones(1, dtype=bool))
+sp = d.setpoint[0]
+frame = MavlinkEncoder(1, 191).encode(setpoint_to_mavlink(
+    VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3])), Autopilot.PX4, 0, 1, 1))
+done = time.perf_counter()
+status = open("/proc/self/status").read()
+rss = int(status.split("VmRSS:")[1].split()[0])
+print("READY " + json.dumps({"import_s": imported - t_import, "load_to_setpoint_s": done - imported,
+    "rss_kib": rss, "frame_bytes": len(frame),
+    "modules": sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})}), flush=True)
+"""
+
+_TORCH_PROBE = r"""
+import json, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+print("READY " + json.dumps({"import_s": t1 - t0, "rss_kib": rss}), flush=True)
+"""
+
+
+def _probe(code: str, *args: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    wall = time.perf_counter() - t0
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("READY ")), None)
+    if proc.returncode != 0 or line is None:
+        raise BenchError(f"start-up probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+    out: dict[str, Any] = json.loads(line[6:])
+    out["process_wall_s"] = wall
+    return out
+
+
+def measure_startup(bundle: Path, mission: Path) -> dict[str, Any]:
+    """Cold start (spawn → first certified, encoded setpoint), its RSS and modules; torch beside it."""
+    runtime = _probe(_PROBE, str(bundle), str(mission))
+    out: dict[str, Any] = {
+        "cold_start_s": runtime["process_wall_s"],
+        "import_s": runtime["import_s"],
+        "load_to_first_setpoint_s": runtime["load_to_setpoint_s"],
+        "rss_at_first_setpoint_mib": runtime["rss_kib"] / 1024.0,
+        "modules": runtime["modules"],
+    }
+    try:
+        torch = _probe(_TORCH_PROBE)
+        out["import_torch"] = {
+            "process_wall_s": torch["process_wall_s"],
+            "import_s": torch["import_s"],
+            "rss_mib": torch["rss_kib"] / 1024.0,
+        }
+    except BenchError as exc:
+        out["import_torch"] = skipped(str(exc))
+    return out
+
+
+__all__ = ["BenchError", "measure_loop", "measure_startup", "rss_kib", "start_sitl"]
