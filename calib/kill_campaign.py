@@ -221,9 +221,6 @@ def run_kill_campaign(
     t0 = time.perf_counter()
     mission = mission_for_flavour(spec, flavour)  # refuses an unknown flavour
     rules = RULES[flavour]
-    bundle = load_bundle(bundle_dir)
-    policy = PolicyRunner(bundle)
-    rate = bundle.manifest.control_rate_hz
     timeout = param_default(rules, rules.loss_timeout_param)
     if settle_s is None:
         settle_s = timeout + 10.0  # hold, then braking and a steady hold with room to spare
@@ -232,6 +229,9 @@ def run_kill_campaign(
             f"kill window end {hi} s + settle {settle_s} s exceeds the scenario's duration_s "
             f"{spec.duration_s} s; shorten the window or lengthen the scenario"
         )
+    bundle = load_bundle(bundle_dir)
+    policy = PolicyRunner(bundle)
+    rate = bundle.manifest.control_rate_hz
     ids = np.arange(first_episode, first_episode + n_kills, dtype=np.int64)
     ticks = np.round(rng.uniform(lo, hi, n_kills) * rate).astype(np.int64)
     parts = []

@@ -706,7 +706,8 @@ def table_rows(s: FlightSummary) -> list[tuple[str, str]]:
             (
                 "certified failure bound",
                 f"ε = {float(cert['epsilon']):.3g} (k = {cert['k']} failures in N = {cert['n']} episodes, "
-                f"confidence 1 − β, β = {float(cert['beta']):g})",
+                f"confidence 1 − β, β = {float(cert['beta']):g}; "
+                f"shield {'on' if cert.get('shield_enabled', True) else 'OFF'} in certification)",
             )
         )
     else:

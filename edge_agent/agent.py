@@ -150,11 +150,12 @@ class AgentCore:
         last = len(self._waypoints) - 1
         goal = self._waypoints[self.goal_index]
         reached = np.linalg.norm(s.pos_ned_m - goal, axis=-1) < self._accept_m
+        # Complete only on reaching the LAST waypoint (judged before advancing past others).
+        complete = reached & (self.goal_index == last)
         advance = reached & (self.goal_index < last)
         if advance.any():
             self.goal_index[advance] += 1
             goal = self._waypoints[self.goal_index]
-        complete = reached & (self.goal_index == last)
 
         obs = self.builder.build(s, goal, ned_to_action(self.action_kind, self.prev_action))
         obs_finite = np.isfinite(obs).all(axis=-1)
@@ -225,10 +226,10 @@ class AgentCore:
         gn, ge, gd = self._waypoints[gi].tolist()
         dn, de, dd = pn - gn, pe - ge, pd - gd
         reached = math.sqrt(dn * dn + de * de + dd * dd) < self._accept_m
+        complete = reached and gi == last
         if reached and gi < last:
             gi += 1
             self.goal_index[0] = gi
-        complete = reached and gi == last
         goal = self._waypoints[gi : gi + 1]
 
         obs = self.builder.build(s, goal, ned_to_action(self.action_kind, self.prev_action))

@@ -569,7 +569,8 @@ def conclusions(demo: Demo) -> list[str]:
     if off is not None:
         worst = min(off.constraints, key=lambda c: c.min_distance_m)
         out.append(
-            f"shield OFF: {off.breaches} breaches; worst {-worst.min_distance_m:.2f} m inside {worst.name}"
+            f"shield OFF: {off.breaches} breach{'es' if off.breaches > 1 else ''}; worst "
+            f"{-worst.min_distance_m:.2f} m inside {worst.name}"
             if off.breaches
             else "shield OFF: no breach this time (gusts are random); the report still shows how close it came"
         )
