@@ -100,6 +100,10 @@ class BatchAutopilot:
             self._g_integ = np.zeros((n, 3))
         self._values = np.zeros((n, 5))
         self._started = False
+        self.speed_at_kill_m_s = np.full(n, np.nan)
+        """[n] true horizontal speed when the companion fell silent (NaN: never)."""
+        self.setpoint_speed_at_kill_m_s = np.full(n, np.nan)
+        """[n] horizontal speed of the last setpoint it sent."""
 
     def _start_tracker(self, sim: Sim) -> None:
         assert self._shaper is not None
@@ -115,6 +119,10 @@ class BatchAutopilot:
         self._started = True
         self.last_sp5[alive] = setpoint5[alive]
         self.last_s[alive] = now_s
+        died = ~alive & np.isnan(self.speed_at_kill_m_s)
+        if died.any():
+            self.speed_at_kill_m_s[died] = np.hypot(sim.vel_ned_m_s[died, 0], sim.vel_ned_m_s[died, 1])
+            self.setpoint_speed_at_kill_m_s[died] = np.hypot(self.last_sp5[died, 0], self.last_sp5[died, 1])
         # Autopilot._check_setpoint_loss: strictly more than the timeout since the last setpoint.
         lost = now_s - self.last_s > self.timeout_s
         if self._shaper is None:
@@ -192,6 +200,10 @@ class KillReport:
     failure_kinds: dict[str, int]
     min_distance_after_kill_m: float
     """Smallest distance to any constraint over the killed episodes (whole episode)."""
+    fast_kills: int
+    """Kills while the vehicle flew at >= 60 % of the mission's horizontal speed limit."""
+    max_speed_at_kill_m_s: float
+    median_speed_at_kill_m_s: float
     wall_s: float
 
 
@@ -235,6 +247,7 @@ def run_kill_campaign(
     ids = np.arange(first_episode, first_episode + n_kills, dtype=np.int64)
     ticks = np.round(rng.uniform(lo, hi, n_kills) * rate).astype(np.int64)
     parts = []
+    speed_at_kill = []
     for s in range(0, n_kills, batch):
         sl = slice(s, min(s + batch, n_kills))
         n = sl.stop - sl.start
@@ -250,6 +263,7 @@ def run_kill_campaign(
             autopilot_params={rules.loss_timeout_param: timeout},
         )
         parts.append(res)
+        speed_at_kill.append(ap.speed_at_kill_m_s)
     res = EpisodeResults.concat(parts)
     killed = res.ticks > ticks  # the kill tick was flown
     # A failure is judged after tick j at time (j + 1)/rate; ticks j >= the kill tick were not commanded.
@@ -262,6 +276,8 @@ def run_kill_campaign(
         for name in failure_names(int(res.failure_kind[i])):
             kinds[name] = kinds.get(name, 0) + 1
     k, n_k = int(kill_fail.sum()), int(killed.sum())
+    spd = np.concatenate(speed_at_kill)[np.argsort(ids, kind="stable")][killed]
+    fast = int((spd >= 0.6 * mission.limits.horizontal_m_s).sum())
     report = KillReport(
         flavour=flavour,
         episodes=n_kills,
@@ -272,6 +288,9 @@ def run_kill_campaign(
         beta=beta,
         failure_kinds=kinds,
         min_distance_after_kill_m=float(res.min_distance_m[killed].min()) if n_k else math.nan,
+        fast_kills=fast,
+        max_speed_at_kill_m_s=float(spd.max()) if n_k else math.nan,
+        median_speed_at_kill_m_s=float(np.median(spd)) if n_k else math.nan,
         wall_s=time.perf_counter() - t0,
     )
     return report, res, ticks
@@ -313,7 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"breaches after the kill k = {report.kill_failures} {report.failure_kinds}; "
         f"failures before the kill {report.pre_kill_failures}; "
         f"epsilon(k, N, beta={report.beta:g}) = {report.epsilon:.3e}; "
-        f"min distance over killed episodes {report.min_distance_after_kill_m:.3f} m; wall {report.wall_s:.0f} s"
+        f"min distance over killed episodes {report.min_distance_after_kill_m:.3f} m; "
+        f"speed at the kill: median {report.median_speed_at_kill_m_s:.2f} m/s, max "
+        f"{report.max_speed_at_kill_m_s:.2f} m/s, {report.fast_kills} kills at >= 60 % of the limit; "
+        f"wall {report.wall_s:.0f} s"
     )
     for i in np.flatnonzero(res.failed)[:20]:
         print(

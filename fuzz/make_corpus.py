@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ def _sitl_bytes(flavor: str, seconds: float, **kw: object) -> bytes:
     from sitl.sim import Sim
 
     sim = Sim(1, rng=np.random.default_rng(0))
+    vehicle: Any
     if flavor == "custom":
         from sitl.custom_vehicle import make_custom_vehicle
 
@@ -33,7 +35,7 @@ def _sitl_bytes(flavor: str, seconds: float, **kw: object) -> bytes:
     else:
         from sitl.mavlink_vehicle import make_vehicle
 
-        vehicle = make_vehicle(sim, flavor, **kw)  # type: ignore[arg-type]
+        vehicle = make_vehicle(sim, flavor, **kw)  # type: ignore[arg-type]  # kw: signing options
     out = bytearray()
     for k in range(1, int(seconds / 0.004)):
         out += vehicle.step(k * 0.004)

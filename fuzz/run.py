@@ -42,7 +42,7 @@ def main() -> int:
         import atheris  # type: ignore[import-not-found]
 
         def one(data: bytes) -> None:
-            with contextlib.suppress(target.allowed):
+            with contextlib.suppress(*target.allowed):
                 target.run(data)
 
         atheris.Setup([sys.argv[0], str(corpus_dir), *args.rest], one)

@@ -14,6 +14,7 @@ station would see and that no mode-change command followed a loss of control.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -205,15 +206,13 @@ class World:
             for i in np.flatnonzero(hits):
                 buf[i] ^= 1 << int(self.rng.integers(8))
             out = bytes(buf)
-        try:
+        with contextlib.suppress(LinkDownError, OSError):
             link.write(out)
-        except (LinkDownError, OSError):
-            pass
 
     def _decode(self, data: bytes, now: float) -> None:
         try:
             msgs = self._decoder.parse_buffer(data) or []
-        except Exception:  # noqa: BLE001 - a sniffer must not stop the world
+        except Exception:
             return
         for m in msgs:
             kind = m.get_type()

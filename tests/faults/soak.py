@@ -41,13 +41,14 @@ def rss_kib(pid: int) -> int | None:
 
 def start_sitl(out: Path, nice: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     """Start the SITL on a pty (output to ``out/sitl.log``); returns it and the URL it printed."""
-    log = open(out / "sitl.log", "wb")  # a file, not a pipe nobody drains: a full pipe stalls the SITL
-    proc = subprocess.Popen(
-        [*NICE(nice), *EDGE_AGENT, "sitl", "--flavor", "px4", "--link", "pty://", *extra],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
+    # A file, not a pipe nobody drains: a full pipe would stall the SITL. The child keeps its copy.
+    with open(out / "sitl.log", "wb") as log:
+        proc = subprocess.Popen(
+            [*NICE(nice), *EDGE_AGENT, "sitl", "--flavor", "px4", "--link", "pty://", *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     for _ in range(300):
         m = re.search(r"connect to (serial://\S+)", (out / "sitl.log").read_text())
         if m is not None:
@@ -57,7 +58,7 @@ def start_sitl(out: Path, nice: int, extra: list[str]) -> tuple[subprocess.Popen
     raise RuntimeError(f"the SITL did not print its device: {(out / 'sitl.log').read_text()!r}")
 
 
-def NICE(level: int) -> list[str]:  # noqa: N802 - reads as a command prefix
+def NICE(level: int) -> list[str]:
     """``nice -n LEVEL`` prefix (a negative level needs root), nothing for 0."""
     return ["nice", "-n", str(level)] if level else []
 

@@ -88,6 +88,9 @@ def test_full_disk_drops_records_without_corrupting_the_log(tmp_path: Path) -> N
 def test_a_disk_too_full_for_the_header_refuses_at_start_up(tmp_path: Path) -> None:
     with (
         _file_size_limit(10),
-        pytest.raises(FlightLogError, match=re.escape("the disk is full or failing; free space or choose another --log path")),
+        pytest.raises(
+            FlightLogError,
+            match=re.escape("the disk is full or failing; free space or choose another --log path"),
+        ),
     ):
         FlightLog(tmp_path / "h.eal", {"bundle": "b" * 100})

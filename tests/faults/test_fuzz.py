@@ -53,11 +53,13 @@ def test_the_engine_reports_crashes_and_hangs(tmp_path: Path) -> None:
         f.unlink()
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="mission.py reads without catching UnicodeDecodeError")
+@pytest.mark.xfail(
+    strict=True, raises=UnicodeDecodeError, reason="mission.py reads without catching UnicodeDecodeError"
+)
 def test_mission_file_that_is_not_utf8_gets_a_mission_error(tmp_path: Path) -> None:
     # Found by the mission fuzzer. When edge_agent/mission.py catches it, this xfail turns into a
     # failure (strict): delete the marker and the UTF-8 repair in fuzz/targets.py.
     p = tmp_path / "m.toml"
-    p.write_bytes(b"[geofence]\nkind = \"\xb3\"\n")
+    p.write_bytes(b'[geofence]\nkind = "\xb3"\n')
     with pytest.raises(MissionError):
         load_mission(p)

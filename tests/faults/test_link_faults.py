@@ -8,6 +8,7 @@ below are exact in simulated time. The limits are the ones docs/safety.md docume
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,16 @@ def fly(
     """Fly the fault mission; ``inject(world)`` runs FAULT_AFTER_S after the policy takes control."""
     world = World(tmp_path, flavor=flavor, link=link, params=params)
     mission = load_mission(HERE / "faults.toml")
-    reconnecting = ReconnectingLink(world.agent_url, clock=world.clock, backoff_initial_s=0.05, backoff_max_s=0.2)
+    reconnecting = ReconnectingLink(
+        world.agent_url, clock=world.clock, backoff_initial_s=0.05, backoff_max_s=0.2
+    )
     runtime = Runtime(
         load_bundle(bundle),
         mission,
         reconnecting,
-        config=LoopConfig(rate_hz=RATE_HZ, takeoff_alt_m=4.0, max_duration_s=max_duration_s, deadline_frac=1.0),
+        config=LoopConfig(
+            rate_hz=RATE_HZ, takeoff_alt_m=4.0, max_duration_s=max_duration_s, deadline_frac=1.0
+        ),
         log_path=tmp_path / "flight.eal",
         clock=world.clock,
         sleep=world.sleep,
@@ -127,7 +132,11 @@ def fly(
 
 def _no_takeover_after(flight: Flight, t_s: float) -> None:
     """No mode or arm command went out after ``t_s``, and the vehicle never went back to OFFBOARD."""
-    late = [c for c in flight.world.sent.commands if c[0] >= t_s and c[1] in (MAV_CMD_DO_SET_MODE, MAV_CMD_COMPONENT_ARM_DISARM)]
+    late = [
+        c
+        for c in flight.world.sent.commands
+        if c[0] >= t_s and c[1] in (MAV_CMD_DO_SET_MODE, MAV_CMD_COMPONENT_ARM_DISARM)
+    ]
     assert late == [], f"the agent tried to take control back: {late}"
     back = [m for m in flight.world.modes if m[0] > t_s and m[1] == "OFFBOARD"]
     assert back == [], f"the vehicle re-entered OFFBOARD after the handover: {back}"
@@ -148,13 +157,14 @@ def test_cable_pulled_briefly_holds_then_resumes(goal_seeker: Path, tmp_path: Pa
     assert 0.5 <= up_s <= 0.5 + 0.25  # reopened within the backoff cap (0.2 s) of the replug
     # Resuming needs a fresh autopilot HEARTBEAT too (the shield's 1.5 s limit): at most one 1 Hz
     # HEARTBEAT period after the link is back.
-    resume_s, resume = flight.first_after_fault("resume")
+    resume_s, _resume = flight.first_after_fault("resume")
     assert up_s < resume_s <= up_s + 1.0 + 2 * PERIOD_S
     # While held, every setpoint the agent computed was the zero-velocity hold.
     held = [
         r["setpoint"]
         for r in flight.records
-        if r["k"] == "tick" and flight.fault_s + hold_s <= flight.fly_start_s + r["t_s"] < flight.fault_s + resume_s
+        if r["k"] == "tick"
+        and flight.fault_s + hold_s <= flight.fly_start_s + r["t_s"] < flight.fault_s + resume_s
     ]
     assert held and all(sp[:3] == [0.0, 0.0, 0.0] for sp in held)
     s = flight.summary
@@ -224,7 +234,7 @@ def test_corruption_burst_is_dropped_and_held_through(goal_seeker: Path, tmp_pat
     ticks = [r for r in flight.records if r["k"] == "tick"]
     samples = {round(r["t_s"] - r["age_s"][0], 6): r["pos_ned_m"] for r in ticks if r["age_s"][0] < 1e3}
     stamps = sorted(samples)
-    for a, b in zip(stamps, stamps[1:], strict=False):
+    for a, b in itertools.pairwise(stamps):
         step_m = max(abs(x - y) for x, y in zip(samples[a], samples[b], strict=True))
         assert step_m <= 8.0 * (b - a) + 0.05, (a, b, samples[a], samples[b])
     assert flight.summary.control_lost is None
@@ -245,4 +255,7 @@ def test_flight_controller_reboot_is_a_final_handover(goal_seeker: Path, tmp_pat
     _no_takeover_after(flight, flight.fault_s)
     # After the handover the agent sent no more setpoints.
     assert [t for t in flight.world.sent.setpoints if t > flight.fault_s + lost_s + PERIOD_S] == []
-    assert any("control lost to" in t for t in flight.texts_after_fault()), (flight.world.sent.statustext, flight.fault_s)
+    assert any("control lost to" in t for t in flight.texts_after_fault()), (
+        flight.world.sent.statustext,
+        flight.fault_s,
+    )

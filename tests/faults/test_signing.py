@@ -114,24 +114,36 @@ def test_copied_signature_with_forged_digest_is_refused(bundle: Path) -> None:
     sign_bundle(bundle, SECRET)
     write_manifest_section(bundle, "certificate", {"epsilon": 1e-9})  # re-seal: new digest
     record = json.loads((bundle / SIGNATURE_NAME).read_text())
-    with pytest.raises(BundleSignatureError, match=re.escape("the manifest changed after the bundle was signed")):
+    with pytest.raises(
+        BundleSignatureError, match=re.escape("the manifest changed after the bundle was signed")
+    ):
         load_bundle(bundle, public_key=ed25519_public_key(SECRET))
     record["manifest_sha256"] = load_bundle(bundle).manifest.manifest_sha256
     (bundle / SIGNATURE_NAME).write_text(json.dumps(record))
-    with pytest.raises(BundleSignatureError, match=re.escape("does not verify with the configured public key")):
+    with pytest.raises(
+        BundleSignatureError, match=re.escape("does not verify with the configured public key")
+    ):
         load_bundle(bundle, public_key=ed25519_public_key(SECRET))
 
 
 def test_garbled_signature_file_and_key_files_are_named(bundle: Path, tmp_path: Path) -> None:
     (bundle / SIGNATURE_NAME).write_text("{not json")
-    with pytest.raises(BundleSignatureError, match=re.escape("signature.json is not a bundle signature (JSONDecodeError")):
+    with pytest.raises(
+        BundleSignatureError, match=re.escape("signature.json is not a bundle signature (JSONDecodeError")
+    ):
         load_bundle(bundle, public_key=ed25519_public_key(SECRET))
-    (bundle / SIGNATURE_NAME).write_text(json.dumps({"algorithm": "rsa", "manifest_sha256": "x", "signature": ""}))
-    with pytest.raises(BundleSignatureError, match=re.escape("uses algorithm 'rsa'; this runtime verifies 'ed25519' only")):
+    (bundle / SIGNATURE_NAME).write_text(
+        json.dumps({"algorithm": "rsa", "manifest_sha256": "x", "signature": ""})
+    )
+    with pytest.raises(
+        BundleSignatureError, match=re.escape("uses algorithm 'rsa'; this runtime verifies 'ed25519' only")
+    ):
         load_bundle(bundle, public_key=ed25519_public_key(SECRET))
     short = tmp_path / "short.pub"
     short.write_text("abcd\n")
-    with pytest.raises(BundleSignatureError, match=re.escape(f"the public key in {str(short)!r} has 2 bytes, not 32")):
+    with pytest.raises(
+        BundleSignatureError, match=re.escape(f"the public key in {str(short)!r} has 2 bytes, not 32")
+    ):
         read_key_file(short, what="public key")
     with pytest.raises(BundleSignatureError, match=re.escape("cannot read the public key from")):
         read_key_file(tmp_path / "missing.pub", what="public key")
@@ -144,7 +156,15 @@ def test_sign_and_run_commands(bundle: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["sign", "--generate-key", str(key)]) == 1
     assert "already exists" in capsys.readouterr().err
     # `run` refuses an unsigned bundle before it opens any link.
-    argv = ["run", "--bundle", str(bundle), "--mission", str(HERE / "faults.toml"), "--link", "udpin://127.0.0.1:0"]
+    argv = [
+        "run",
+        "--bundle",
+        str(bundle),
+        "--mission",
+        str(HERE / "faults.toml"),
+        "--link",
+        "udpin://127.0.0.1:0",
+    ]
     assert main([*argv, "--public-key", f"{key}.pub"]) == 1
     assert "is not signed, and this drone only flies bundles signed by key" in capsys.readouterr().err
     assert main(["sign", str(bundle), "--key", str(key)]) == 0
