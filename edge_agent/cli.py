@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "certify": ("calib.certify_cli", "Monte-Carlo certification: failure bound ε(k, N, β)"),
     "replay": ("calib.replay_cli", "re-fly one certification episode and plot it"),
     "report": ("calib.report_cli", "an HTML report with figures from a flight log"),
-    "bench": ("edge_agent.bench_cli", "latency, throughput and memory benchmarks"),
+    "bench": ("calib.bench_cli", "latency, throughput and memory benchmarks"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python tests/bridge/bench_bridge.py   (figures go into docs/bridge.md)
 
-The measurement now lives in :mod:`edge_agent.bench.bridge` (``edge-agent bench --sections bridge``
+The measurement now lives in :mod:`calib.bench.bridge` (``edge-agent bench --sections bridge``
 runs the same code); this script keeps the command docs/bridge.md quotes working.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.bench.bridge import measure_bridge
+from calib.bench.bridge import measure_bridge
 
 
 def main() -> None:

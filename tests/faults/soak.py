@@ -164,8 +164,8 @@ def analyse(out: Path) -> dict[str, Any]:
     return {"summary": summary, "t": ta, "lat": lat, "rss": rss, "per_min": per_min}
 
 
-def plot(data: dict[str, Any], figure: Path) -> None:
-    """RSS over time above tick latency (per-minute p50/p99) over time."""
+def plot(data: dict[str, Any], figure: Path, compare: Path | None = None, compare_label: str = "") -> None:
+    """RSS over time above tick latency (per-minute p50/p99) over time; optionally a second RSS run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,9 +173,15 @@ def plot(data: dict[str, Any], figure: Path) -> None:
 
     rss, per_min = data["rss"], data["per_min"]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    a1.plot(rss[:, 0] / 60, rss[:, 1] / 1024, lw=1)
+    a1.plot(rss[:, 0] / 60, rss[:, 1] / 1024, lw=1, label="this run")
+    top = rss[:, 1].max()
+    if compare is not None:
+        other = np.loadtxt(compare / "rss.csv", delimiter=",", skiprows=1, ndmin=2)
+        a1.plot(other[:, 0] / 60, other[:, 1] / 1024, lw=1, ls="--", label=compare_label or str(compare))
+        top = max(top, other[:, 1].max())
+        a1.legend(loc="lower right")
     a1.set_ylabel("agent RSS (MiB)")
-    a1.set_ylim(0, max(1.0, rss[:, 1].max() / 1024 * 1.2))
+    a1.set_ylim(0, max(1.0, top / 1024 * 1.2))
     a1.grid(alpha=0.3)
     m = np.array([p["minute"] for p in per_min]) + 0.5
     a2.plot(m, [p["tick_us_p50"] for p in per_min], label="p50", marker=".")
@@ -206,6 +212,8 @@ def main() -> int:
     p.add_argument("--out", default="/tmp/soak")
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "soak.png"))
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--compare", default=None, help="another run's folder whose RSS to overlay")
+    p.add_argument("--compare-label", default="", help="legend for --compare")
     p.add_argument(
         "--sitl-param",
         action="append",
@@ -228,7 +236,7 @@ def main() -> int:
     if not args.plot_only:
         fly(args)
     data = analyse(Path(args.out))
-    plot(data, Path(args.figure))
+    plot(data, Path(args.figure), Path(args.compare) if args.compare else None, args.compare_label)
     print(json.dumps({k: v for k, v in data["summary"].items() if k != "per_minute"}, indent=1))
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bench import skipped
+from calib.bench import skipped
 from edge_agent.errors import EdgeAgentError
 from edge_agent.flightlog import read_log
 

@@ -179,7 +179,7 @@ def machine() -> dict[str, Any]:
 
 def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, Any]:
     """Every requested section, in order; returns the JSON document."""
-    from edge_agent.bench import skipped
+    from calib.bench import skipped
     from edge_agent.mission import load_mission
 
     started = time.perf_counter()
@@ -197,7 +197,7 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
     needs_bundle = {"tick", "loop", "startup", "certify"} & set(sections)
     if bundle is None and needs_bundle:
         try:
-            from edge_agent.bench.tick import export_variant
+            from calib.bench.tick import export_variant
 
             bundle, torch_module = export_variant("mlp", 64, work / "mlp_2x64_fp32", False)
         except ImportError as exc:
@@ -207,7 +207,7 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
             sections = [s for s in sections if s not in needs_bundle]
 
     if "tick" in sections:
-        from edge_agent.bench.tick import measure_tick
+        from calib.bench.tick import measure_tick
         from edge_agent.bundle import load_bundle
 
         assert bundle is not None
@@ -217,27 +217,27 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
         )
         out["tick"]["model_bytes"] = len(b.model_bytes)
     if "variants" in sections:
-        from edge_agent.bench.tick import measure_variants
+        from calib.bench.tick import measure_variants
 
         out["variants"] = measure_variants(mission, work, max(args.ticks // 4, 100), rng)
     if "loop" in sections:
-        from edge_agent.bench.loop import measure_loop
+        from calib.bench.loop import measure_loop
 
         assert bundle is not None
         out["loop"] = {
             f"{r:g}": measure_loop(bundle, args.mission, r, args.loop_duration) for r in args.loop_rates
         }
     if "startup" in sections:
-        from edge_agent.bench.loop import measure_startup
+        from calib.bench.loop import measure_startup
 
         assert bundle is not None
         out["startup"] = measure_startup(bundle, args.mission)
     if "bridge" in sections:
-        from edge_agent.bench.bridge import measure_bridge
+        from calib.bench.bridge import measure_bridge
 
         out["bridge"] = measure_bridge(args.bridge_messages, args.repeat, rng)
     if "certify" in sections:
-        from edge_agent.bench.certify import measure_certification
+        from calib.bench.certify import measure_certification
 
         assert bundle is not None
         out["certify"] = measure_certification(

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from calib.bench import percentiles_us, skipped
 from edge_agent.agent import build_agent
-from edge_agent.bench import percentiles_us, skipped
 from edge_agent.bundle import Bundle, load_bundle, session_options
 from edge_agent.mission import Mission
 from edge_agent.nominal import NominalModel
