@@ -6,6 +6,12 @@ sample i, ``‖pos(t_i) − NominalModel.predict(pos(t_j), vel(t_j), cmd(t_j), H
 t_j ≈ t_i − H, the same nominal model and horizon the shield uses. Only samples where a fresh
 velocity command was in force at both ends are scored.
 
+An edge-agent log has one record per control tick, so it is scored exactly as the onboard
+calibrator scores: sample i against the prediction of tick j = i − H (H ticks, not H seconds of
+wall time: a late tick must not shift the pairing), valid where the position is finite and its
+age under 1 s at both ends. The result equals the ``score_m`` the agent recorded (tested).
+Telemetry logs (.tlog, .ulg) have no ticks and are paired by time stamp.
+
 MAVLink: commands are SET_POSITION_TARGET_LOCAL_NED with a velocity type mask (frame LOCAL_NED),
 positions LOCAL_POSITION_NED. A companion's own recording and the vehicle's may be separate files
 (as in data/ardupilot): give them all, they are merged by their recorded timestamps.
@@ -46,6 +52,10 @@ class Track:
     cmd_t_s: F64
     cmd_vel_ned_m_s: F64
     source: str
+    tick_rate_hz: float | None = None
+    """Set for logs with one sample per control tick (.eal): pair by tick count, as onboard."""
+    valid: NDArray[np.bool_] | None = None
+    """[T] the onboard validity flag of each tick (position finite and fresh), when known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,8 @@ def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | No
     t, cmd_t = track.t_s, track.cmd_t_s
     if t.size < 2 or cmd_t.size == 0:
         return np.zeros(0)
+    if track.tick_rate_hz is not None:
+        return _scores_by_tick(track, horizon_s, track.tick_rate_hz, model)
     dt = float(np.median(np.diff(t)))
     j = np.searchsorted(t, t - horizon_s)
     j = np.clip(j, 0, t.size - 1)
@@ -83,23 +95,58 @@ def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | No
     return np.asarray(np.linalg.norm(track.pos_ned_m[idx] - pred, axis=1), dtype=np.float64)
 
 
+def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: NominalModel) -> F64:
+    """The onboard calibrator's score for per-tick samples: tick i against the prediction of tick i − H."""
+    h = max(1, round(horizon_s * rate_hz))
+    n = track.t_s.size
+    if n <= h:
+        return np.zeros(0)
+    ok = np.isfinite(track.pos_ned_m).all(axis=1)
+    if track.valid is not None:
+        ok &= track.valid
+    i = np.arange(h, n)
+    j = i - h
+    use = ok[i] & ok[j] & np.isfinite(track.cmd_vel_ned_m_s[j]).all(axis=1)
+    i, j = i[use], j[use]
+    if i.size == 0:
+        return np.zeros(0)
+    # The onboard prediction horizon is H ticks at the control rate (edge_agent.agent: H / rate).
+    pred = model.predict(track.pos_ned_m[j], track.vel_ned_m_s[j], track.cmd_vel_ned_m_s[j], h / rate_hz)
+    return np.asarray(np.linalg.norm(track.pos_ned_m[i] - pred, axis=1), dtype=np.float64)
+
+
 def read_eal(path: Path) -> Track:
     """An edge-agent flight log: measured position/velocity and the certified setpoint of every tick."""
-    t, pos, vel, sp = [], [], [], []
+    t, pos, vel, sp, fresh = [], [], [], [], []
+    rate_hz: float | None = None
     for rec in read_log(path):
+        if rec.get("k") == "header" and rec.get("rate_hz"):
+            rate_hz = float(rec["rate_hz"])
         if rec.get("k") != "tick":
             continue
         t.append(float(rec["t_s"]))
         pos.append(rec["pos_ned_m"])
         vel.append(rec["vel_ned_m_s"])
         sp.append(rec["setpoint"][:3])
+        age = rec.get("age_s")
+        # edge_agent.agent: a sample is valid while the position signal is under 1 s old.
+        fresh.append(bool(age is None or float(age[0]) < 1.0))
     if not t:
         raise CalibrationError(
             f"{path} holds no tick records: the agent never flew; nothing to calibrate from"
         )
     ta = np.asarray(t, dtype=np.float64)
     # Setpoint of tick i is sent right after the state of tick i was read: same time stamp.
-    return Track(ta, np.asarray(pos, float), np.asarray(vel, float), ta, np.asarray(sp, float), str(path))
+    return Track(
+        ta,
+        np.asarray(pos, float),
+        np.asarray(vel, float),
+        ta,
+        np.asarray(sp, float),
+        str(path),
+        tick_rate_hz=rate_hz,
+        valid=np.asarray(fresh, dtype=bool),
+    )
 
 
 def read_tlogs(paths: Sequence[Path]) -> Track:
