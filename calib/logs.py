@@ -101,9 +101,9 @@ def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: Nomin
     n = track.t_s.size
     if n <= h:
         return np.zeros(0)
-    ok = np.isfinite(track.pos_ned_m).all(axis=1)
+    ok = np.asarray(np.isfinite(track.pos_ned_m).all(axis=1), dtype=bool)
     if track.valid is not None:
-        ok &= track.valid
+        ok = ok & track.valid
     i = np.arange(h, n)
     j = i - h
     use = ok[i] & ok[j] & np.isfinite(track.cmd_vel_ned_m_s[j]).all(axis=1)

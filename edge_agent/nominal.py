@@ -61,7 +61,11 @@ def lag_error_one(e0: float, accel: float, tau: float, t: float) -> tuple[float,
 class NominalModel:
     """First-order, acceleration-limited velocity loop (see the module docstring)."""
 
-    tau_xy_s: float = 0.4
+    # Defaults from the velocity loop measured in the built-in SITL (docs/sitl.md: τ_xy 0.55 s,
+    # τ_z 0.30 s, a_max 5 / 4 / 3 m/s²): τ as measured or slower, accelerations at the slowest
+    # axis, so the model never stops sooner than the loop it stands for. The loop's 0.1 s dead
+    # time is ShieldConfig.latency_s. A real airframe gets its own fit (docs/shield.md).
+    tau_xy_s: float = 0.55
     tau_z_s: float = 0.4
     accel_xy_m_s2: float = 3.0
     accel_z_m_s2: float = 3.0

@@ -54,8 +54,10 @@ class ShieldConfig:
     50–250 Hz a 10 ms limit would trip on ordinary jitter, so rates get 50 ms here."""
     heartbeat_timeout_s: float = 1.5
     """The loop derives ShieldInput.link_ok from it (no autopilot heartbeat for this long)."""
-    latency_s: float = 0.02
-    """Actuation latency added to the state's age when extrapolating the approach (s)."""
+    latency_s: float = 0.12
+    """Actuation latency added to the state's age when extrapolating the approach (s): the
+    autopilot loop's dead time (0.10 s measured in the SITL, attitude and motor lag) plus the
+    link and scheduling delay of one 50 Hz tick."""
     projection_iterations: int = 4
     release_slack_m: float = 1.0
     """Slack the policy's own action must keep before the fallback hands control back (m)."""

@@ -5,7 +5,7 @@ Reads top to bottom, CleanRL-style: the ``Args`` dataclass (each field's docstri
 log lines, saving, and a deterministic evaluation. Run::
 
     .venv/bin/python -m examples.train --help
-    .venv/bin/python -m examples.train --total-timesteps 3000000 --seed 1 --out examples/policy
+    .venv/bin/python -m examples.train --total-timesteps 4000000 --seed 1 --out examples/policy
 
 It writes ``OUT/model.zip`` (SB3's own file) and ``OUT/vecnormalize.pkl`` (the observation
 statistics, which the exporter folds into the ONNX graph) and prints success rate, mean time to
@@ -48,7 +48,7 @@ class Args:
 
     seed: int = 1
     """seed of the environments, the network initialisation and the evaluation"""
-    total_timesteps: int = 3_000_000
+    total_timesteps: int = 4_000_000
     """environment steps (vehicle-steps at 50 Hz) to train for"""
     num_envs: int = 64
     """vehicles simulated side by side in one batched Sim"""
@@ -90,15 +90,15 @@ class Args:
     """altitude ceiling (floor 2 m), the demo's"""
     n_waypoints: int = 3
     """random waypoints per episode"""
-    max_speed_ne_m_s: float = 3.5
-    """action bound on north and east velocity; 3.5 keeps the diagonal (4.95 m/s) under the demo's 5 m/s limit"""
-    max_speed_d_m_s: float = 1.5
-    """action bound on down velocity, both ways (the demo allows 2 up, 1.5 down)"""
+    max_speed_ne_m_s: float = 5.0
+    """action bound on north and east velocity, each (the env's default; a diagonal command reaches 7.1 m/s)"""
+    max_speed_d_m_s: float = 2.0
+    """action bound on down velocity, both ways (the env's default)"""
     time_limit_s: float = 40.0
     """episode time limit in simulated seconds"""
-    wind_max_m_s: float = 6.0
-    """steady wind speed drawn uniformly in [0, this], direction uniform (the demo scenarios' band)"""
-    gust_max_m_s: float = 1.5
+    wind_max_m_s: float = 4.0
+    """steady wind speed drawn uniformly in [0, this], direction uniform"""
+    gust_max_m_s: float = 1.0
     """gust standard deviation drawn uniformly in [0, this]"""
     mass_scale_min: float = 0.8
     """lowest mass scale (payload off)"""

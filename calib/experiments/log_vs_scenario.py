@@ -79,7 +79,7 @@ def fly(
     timeout_s: float = 180.0,
 ) -> dict[str, object]:
     """One real flight: ``edge-agent sitl`` (PX4, pty) and ``edge-agent run``; returns run's JSON summary."""
-    wind = ",".join(f"{w:g}" for w in wind_ned_m_s)
+    wind = ",".join(f"{round(w, 9) + 0.0:g}" for w in wind_ned_m_s)  # + 0.0: no "-0"
     sitl = subprocess.Popen(
         _cli(
             "sitl",
@@ -87,8 +87,7 @@ def fly(
             "px4",
             "--link",
             "pty://",
-            "--wind",
-            wind,
+            f"--wind={wind}",  # one token: a leading minus must not read as an option
             "--gust",
             f"{gust_m_s:g}",
             "--seed",
@@ -336,27 +335,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--episodes", type=int, default=1000, help="scenario calibration episodes")
     p.add_argument("--holdout", type=int, default=1000, help="scenario held-out episodes")
-    p.add_argument("--reuse-logs", action="store_true", help="do not fly; use the .eal logs already in --out")
+    p.add_argument(
+        "--reuse-logs", action="store_true", help="fly only the flights whose log is not in --out yet"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the comparison as JSON here")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    logs = sorted(a.out.glob("flight_*.eal")) if a.reuse_logs else []
-    if not logs:
-        for k in range(a.flights):
-            log = a.out / f"flight_{k}.eal"
-            toward = 360.0 * k / a.flights
-            s = fly(
-                a.bundle,
-                log,
-                wind_ned_m_s=wind_vector(a.wind, toward),
-                gust_m_s=a.gust,
-                seed=k,
-                max_duration_s=a.max_duration,
-            )
-            print(
-                f"flight {k}: wind {a.wind:g} m/s toward {toward:.0f}°, gusts {a.gust:g} m/s: {s.get('end_reason')}, {s.get('ticks')} ticks"
-            )
-            logs.append(log)
+    logs = []
+    for k in range(a.flights):
+        log = a.out / f"flight_{k}.eal"
+        logs.append(log)
+        toward = 360.0 * k / a.flights
+        if a.reuse_logs and log.is_file():
+            continue
+        s = fly(
+            a.bundle,
+            log,
+            wind_ned_m_s=wind_vector(a.wind, toward),
+            gust_m_s=a.gust,
+            seed=k,
+            max_duration_s=a.max_duration,
+        )
+        print(
+            f"flight {k}: wind {a.wind:g} m/s toward {toward:.0f}°, gusts {a.gust:g} m/s: {s.get('end_reason')}, {s.get('ticks')} ticks"
+        )
     scn = write_equivalent_scenario(
         a.out / "equivalent.toml", wind_m_s=a.wind, gust_m_s=a.gust, duration_s=a.max_duration
     )

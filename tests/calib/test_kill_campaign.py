@@ -99,7 +99,8 @@ def test_killed_shielded_adversary_never_breaches(adversary: Path, flavour: str)
     assert report.kills == 12 and report.pre_kill_failures == 0
     assert report.kill_failures == 0, (res.failure_kind, res.failure_time_s, ticks)
     assert report.min_distance_after_kill_m > 0.0
-    assert report.max_speed_at_kill_m_s > 2.0  # some died while flying fast at a boundary
+    # some died in the dash at a boundary (ArduPilot's shaping accelerates at 2 m/s² only)
+    assert report.max_speed_at_kill_m_s > 1.5
     assert (res.ticks > ticks).all()
 
 

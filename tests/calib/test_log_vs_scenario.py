@@ -1,0 +1,113 @@
+"""Issue 6: calibrating from a flight log recorded by `edge-agent run` against the SITL reproduces
+the quantile of the equivalent SITL scenario within its statistical tolerance; and a log is scored
+with exactly the onboard score definition."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calib.calibrate import CalibrationResult
+from calib.experiments.log_vs_scenario import (
+    compare,
+    fly,
+    log_calibration,
+    main,
+    scenario_calibration,
+    wind_vector,
+    write_equivalent_scenario,
+)
+from calib.logs import scores_from_logs
+from edge_agent.agent import HORIZON_S
+from edge_agent.calibrator import Calibrator, CalibratorConfig
+from edge_agent.errors import CalibrationError
+from edge_agent.flightlog import FlightLog, read_log
+from edge_agent.nominal import NominalModel
+
+RATE_HZ = 50.0
+
+
+def _recorded(path: Path) -> np.ndarray:
+    s = [r["score_m"] for r in read_log(path) if r["k"] == "tick"]
+    a = np.array([np.nan if x is None else x for x in s], dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def test_eal_scores_are_the_onboard_scores_even_with_late_ticks(tmp_path: Path) -> None:
+    """A synthetic flight through the onboard calibrator and nominal model, with jittered tick times
+    and a stale stretch: the log's scores equal the score_m the calibrator produced, tick for tick."""
+    rng = np.random.default_rng(5)
+    h = round(HORIZON_S * RATE_HZ)
+    cal = Calibrator(CalibratorConfig(horizon_ticks=h, lr=0.02), n=1, warm_quantile_m=0.5)
+    nominal = NominalModel()
+    pos, vel = np.zeros((1, 3)), np.zeros((1, 3))
+    log = tmp_path / "synthetic.eal"
+    with FlightLog(log, {"rate_hz": RATE_HZ}) as fl:
+        for k in range(400):
+            sp = np.array([[np.sin(k / 40.0) * 3.0, 1.0, 0.0]])
+            vel = vel + 0.2 * (sp - vel) + rng.normal(0.0, 0.05, (1, 3))
+            pos = pos + vel / RATE_HZ + rng.normal(0.0, 0.02, (1, 3))
+            age = 2.0 if 150 <= k < 160 else 0.01  # a stale stretch: neither end may be scored
+            pred = nominal.predict(pos, vel, sp, h / RATE_HZ)
+            tick = cal.step(pos, pred, np.array([age < 1.0]))
+            t = k / RATE_HZ + (0.015 if k % 7 == 0 else 0.0)  # late ticks: time pairing would slip
+            fl.write(
+                {
+                    "k": "tick",
+                    "t_s": t,
+                    "pos_ned_m": pos[0].tolist(),
+                    "vel_ned_m_s": vel[0].tolist(),
+                    "age_s": [age] * 4,
+                    "setpoint": [*sp[0].tolist(), 0.0],
+                    "score_m": None if np.isnan(tick.score_m[0]) else float(tick.score_m[0]),
+                }
+            )
+    got = scores_from_logs([log], h / RATE_HZ).scores_m
+    want = _recorded(log)
+    assert want.size == 400 - h - 2 * 10
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_compare_refuses_different_alphas() -> None:
+    a = CalibrationResult(10, 0.1, 1.0, (0.8, 0.95), 0, float("nan"), 0)
+    b = CalibrationResult(10, 0.2, 1.0, (0.7, 0.9), 0, float("nan"), 0)
+    with pytest.raises(
+        CalibrationError, match=re.escape("compare needs the same α on both sides, got 0.1 and 0.2")
+    ):
+        compare(a, np.ones(3), b, np.ones(3))
+
+
+def test_compare_flags_a_quantile_far_off_the_scenario() -> None:
+    rng = np.random.default_rng(0)
+    sc = rng.exponential(1.0, 2000)
+    q_sc = float(np.sort(sc[:1000])[900])
+    res_sc = CalibrationResult(1000, 0.1, q_sc, (0.884, 0.915), 1000, float("nan"), 0)
+    near = CalibrationResult(600, 0.1, q_sc * 1.01, (0.88, 0.92), 300, 0.9, 0)
+    far = CalibrationResult(600, 0.1, q_sc * 2.0, (0.88, 0.92), 300, 0.9, 0)
+    assert compare(near, rng.exponential(1.0, 900), res_sc, sc[1000:]).within_tolerance
+    assert not compare(far, rng.exponential(2.0, 900), res_sc, sc[1000:]).within_tolerance
+
+
+@pytest.mark.slow
+def test_a_short_real_flight_reproduces_the_scenario_quantile(tmp_path: Path) -> None:
+    from examples.scripted_policies import export_goal_seeker
+
+    bundle = export_goal_seeker(tmp_path / "goal_seeker").path
+    log = tmp_path / "flight.eal"
+    fly(bundle, log, wind_ned_m_s=wind_vector(3.0, 45.0), gust_m_s=1.0, seed=1, max_duration_s=25.0)
+    log_res, log_scores = log_calibration(bundle, [log], 0.1)
+    # The log is scored exactly as the agent scored it in flight.
+    np.testing.assert_allclose(log_scores, _recorded(log), rtol=0, atol=1e-12)
+    scn = write_equivalent_scenario(tmp_path / "eq.toml", wind_m_s=3.0, gust_m_s=1.0, duration_s=25.0)
+    sc_res, sc_hold = scenario_calibration(bundle, scn, 0.1, episodes=200, holdout=200)
+    c = compare(log_res, log_scores, sc_res, sc_hold)
+    assert c.within_tolerance, c
+
+
+def test_help_runs() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
