@@ -6,8 +6,8 @@ calls the very same object with B in the thousands. No I/O happens here: the loo
 bridge and the flight log, and time comes in as an argument.
 
 Order within a tick (why): the calibrator's margin q_t must exist before the shield filters,
-and the nominal prediction that the calibrator will later score must be made with the command
-*actually sent*, which is only known after the shield. So: read q_t → shield → predict with
+and the nominal prediction that the calibrator scores must be flown with the commands
+*actually sent*, known only after the shield. So: read q_t → shield → advance the predictions with
 the certified command → calibrator update (its new margin is used next tick).
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.bundle import Manifest
-from edge_agent.calibrator import Calibrator, CalibratorConfig
+from edge_agent.calibrator import Calibrator, CalibratorConfig, CalibratorTick
 from edge_agent.errors import BundleContractError
 from edge_agent.mission import Mission
 from edge_agent.nominal import NominalModel, SilenceBehavior
@@ -124,7 +124,13 @@ class AgentCore:
         self._timer = timer
         self._waypoints = np.asarray(mission.waypoints_ned_m, dtype=np.float64)
         self._accept_m = float(mission.acceptance_radius_m)
-        self._horizon_s = calibrator.config.horizon_ticks / rate_hz
+        self._h = calibrator.config.horizon_ticks
+        self._dt = 1.0 / rate_hz
+        self._tick = 0
+        # Shadows of the nominal model in flight, one started per tick (see _calibrate).
+        self._shadow_pos = np.zeros((self._h, n, 3))
+        self._shadow_vel = np.zeros((self._h, n, 3))
+        self._shadow_ok = np.zeros((self._h, n), dtype=bool)
         self.goal_index = np.zeros(n, dtype=np.int_)
         self.prev_action = np.zeros((n, 4))
         self.margin_m = calibrator.margin_m.copy()
@@ -132,12 +138,38 @@ class AgentCore:
         #: Batch 1 with the shield on takes :meth:`_step_one` (tests switch it off to compare).
         self._fast = n == 1
 
+    def _calibrate(self, s: StateArrays, setpoint: F64, valid: NDArray[np.bool_]) -> CalibratorTick:
+        """Score the nominal model and update the margin (the calibrator's score definition).
+
+        Every tick starts a shadow of the nominal model from the state now; every shadow then
+        flies one tick with the command just sent. The shadow started H ticks ago has flown the H
+        commands actually sent since, so its position is the model's prediction for now: a
+        policy that changes its command within the horizon is not mistaken for model error.
+        """
+        i = self._tick % self._h
+        d = s.pos_ned_m - self._shadow_pos[i]
+        score = np.sqrt(np.einsum("ij,ij->i", d, d))
+        cal = self.calibrator.update(score, valid & self._shadow_ok[i])
+        self._shadow_pos[i] = s.pos_ned_m
+        self._shadow_vel[i] = s.vel_ned_m_s
+        self._shadow_ok[i] = valid
+        h, n = self._h, self.n
+        cmd = np.broadcast_to(setpoint[None, :, :3], (h, n, 3)).reshape(h * n, 3)
+        pos, vel = self.nominal.step(
+            self._shadow_pos.reshape(h * n, 3), self._shadow_vel.reshape(h * n, 3), cmd, self._dt
+        )
+        self._shadow_pos[...] = pos.reshape(h, n, 3)
+        self._shadow_vel[...] = vel.reshape(h, n, 3)
+        self._tick += 1
+        return cal
+
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         """Restart progress (activation, or a new certification episode) for the masked vehicles."""
         sel = slice(None) if mask is None else mask
         self.goal_index[sel] = 0
         self.prev_action[sel] = 0.0
         self._alarm[sel] = False
+        self._shadow_ok[:, sel] = False
         self.shield.reset(mask)
         self.calibrator.reset(mask)
         self.margin_m[sel] = self.calibrator.margin_m[sel]
@@ -194,9 +226,8 @@ class AgentCore:
             setpoint = np.where(res.layer[:, None] == 1, res.setpoint, np.nan_to_num(raw_ned))
             setpoint = np.clip(setpoint, self.shield.action_low, self.shield.action_high)
 
-        predicted = self.nominal.predict(s.pos_ned_m, s.vel_ned_m_s, setpoint[:, :3], self._horizon_s)
         valid = np.isfinite(s.pos_ned_m).all(axis=-1) & (s.signal_age_s[:, 0] < 1.0)
-        cal = self.calibrator.step(s.pos_ned_m, predicted, valid)
+        cal = self._calibrate(s, setpoint, valid)
         self.margin_m = cal.margin_m
         self._alarm = cal.alarm
         self.prev_action = setpoint
@@ -222,7 +253,7 @@ class AgentCore:
         overhead on [1]-arrays would dominate. Same stages, same order, same results (tested)."""
         gi = int(self.goal_index[0])
         last = len(self._waypoints) - 1
-        pn, pe, pd = pos = s.pos_ned_m[0].tolist()
+        pn, pe, pd = s.pos_ned_m[0].tolist()
         gn, ge, gd = self._waypoints[gi].tolist()
         dn, de, dd = pn - gn, pe - ge, pd - gd
         reached = math.sqrt(dn * dn + de * de + dd * dd) < self._accept_m
@@ -264,11 +295,8 @@ class AgentCore:
             )
         )
         setpoint = res.setpoint
-        vel = s.vel_ned_m_s[0].tolist()
-        cmd = setpoint[0, :3].tolist()
-        predicted = np.array([self.nominal.predict_one(pos, vel, cmd, self._horizon_s)])
         valid = math.isfinite(pn) and math.isfinite(pe) and math.isfinite(pd) and s.signal_age_s[0, 0] < 1.0
-        cal = self.calibrator.step(s.pos_ned_m, predicted, np.array([valid]))
+        cal = self._calibrate(s, setpoint, np.array([valid]))
         self.margin_m = cal.margin_m
         self._alarm = cal.alarm
         self.prev_action = setpoint
@@ -327,9 +355,19 @@ def build_agent(
     """Assemble the tick from a verified bundle's manifest and a mission: the one way both the
     onboard loop (n = 1) and certification (n in the thousands) build it."""
     rate_hz = manifest.control_rate_hz
-    nominal = nominal or NominalModel()
+    v = mission.vehicle
+    if nominal is None:
+        given = {
+            "tau_xy_s": v.velocity_tau_xy_s,
+            "tau_z_s": v.velocity_tau_z_s,
+            "accel_xy_m_s2": v.accel_m_s2,
+            "accel_z_m_s2": v.accel_m_s2,
+        }
+        nominal = NominalModel(**{k: x for k, x in given.items() if x is not None})
+    if shield_config is None:
+        shield_config = ShieldConfig() if v.latency_s is None else ShieldConfig(latency_s=v.latency_s)
     silence = SilenceBehavior.for_autopilot(mission, params)
-    shield = Shield(mission, nominal, silence, shield_config or ShieldConfig(), n=n)
+    shield = Shield(mission, nominal, silence, shield_config, n=n)
     cal_config, warm = calibrator_config_for(manifest.calibration, rate_hz)
     builder = ObservationBuilder(
         manifest.feature_names,

@@ -271,21 +271,46 @@ class Calibrator:
                 f"Calibrator.step expects pos_ned_m and predicted_pos_ned_m of shape {self._shape3} and "
                 f"valid of shape ({self.n},); got {pos.shape}, {pred.shape}, {ok_in.shape}"
             )
+        i = self._tick % self.config.horizon_ticks
         if self._fast:
-            return self._step_one(pos, pred, bool(ok_in[0]))
-        c = self.config
-        i = self._tick % c.horizon_ticks
+            slot = self._ring_pred[i, 0]
+            (x, y, z), (a, b, e) = pos.tolist()[0], slot.tolist()
+            score1 = math.sqrt((x - a) * (x - a) + (y - b) * (y - b) + (z - e) * (z - e))
+            was_valid = bool(self._ring_valid[i, 0])
+            slot[:] = pred[0]
+            self._ring_valid[i, 0] = ok_in[0]
+            return self._update_one(score1, bool(ok_in[0]) and was_valid)
         d = pos - self._ring_pred[i]
         score = np.sqrt(np.einsum("ij,ij->i", d, d))
-        scored = ok_in & self._ring_valid[i] & np.isfinite(score)
+        scored = ok_in & self._ring_valid[i]
+        # the prediction made now is scored H ticks from now
+        self._ring_pred[i] = pred
+        self._ring_valid[i] = ok_in
+        return self.update(score, scored)
+
+    def update(self, score_m: npt.ArrayLike, valid: npt.ArrayLike) -> CalibratorTick:
+        """Take this tick's scores s_t [B] (computed by the caller) and return the new margin.
+
+        For callers that predict by other means than :meth:`step`'s held prediction, e.g. a
+        shadow of the nominal model flown through the commands actually sent (AgentCore).
+        ``valid`` [B]: the score can be trusted; non-finite scores are never scored.
+        """
+        score = np.array(score_m, dtype=np.float64)
+        ok = np.asarray(valid, dtype=bool)
+        if score.shape != (self.n,) or ok.shape != (self.n,):
+            raise ConfigError(
+                f"Calibrator.update expects score_m and valid of shape ({self.n},); got {score.shape}, {ok.shape}"
+            )
+        if self._fast:
+            return self._update_one(float(score[0]), bool(ok[0]))
+        c = self.config
+        i = self._tick % c.horizon_ticks
+        scored = ok & np.isfinite(score)
         score[~scored] = np.nan
         # NaN compares False, so unscored ticks are never misses.
         miss = score > self._ring_margin[i]
         miss_f = miss.astype(np.float64)
         scored_f = scored.astype(np.float64)
-        # the prediction made now is scored H ticks from now
-        self._ring_pred[i] = pred
-        self._ring_valid[i] = ok_in
         expert_margin_old = self._ring_expert_margin[i].copy() if c.method == "dtaci" else None
 
         g = (miss_f - self._alpha) * scored_f  # err_t − α on scored ticks, 0 elsewhere
@@ -328,18 +353,12 @@ class Calibrator:
             saturated=self._saturated.copy(),
         )
 
-    def _step_one(self, pos: FloatArray, pred: FloatArray, ok_in: bool) -> CalibratorTick:
-        """The quantile tracker for one vehicle, in Python floats; same arithmetic as ``step``."""
+    def _update_one(self, score: float, valid: bool) -> CalibratorTick:
+        """The quantile tracker for one vehicle, in Python floats; same arithmetic as ``update``."""
         c = self.config
         alpha = self._alpha
         i = self._tick % c.horizon_ticks
-        (x, y, z) = pos.tolist()[0]
-        slot = self._ring_pred[i, 0]
-        (a, b, e) = slot.tolist()
-        score = math.sqrt((x - a) * (x - a) + (y - b) * (y - b) + (z - e) * (z - e))
-        scored = ok_in and bool(self._ring_valid[i, 0]) and math.isfinite(score)
-        slot[:] = pred[0]
-        self._ring_valid[i, 0] = ok_in
+        scored = valid and math.isfinite(score)
         if scored:
             miss = score > self._ring_margin[i, 0]
             miss_f = 1.0 if miss else 0.0

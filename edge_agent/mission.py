@@ -138,6 +138,18 @@ class AutopilotSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class VehicleSpec:
+    """The airframe's velocity loop as the shield models it; None = the built-in defaults
+    (measured on the SITL's X500, see docs/shield.md). Fit them from a step response."""
+
+    velocity_tau_xy_s: float | None = None
+    velocity_tau_z_s: float | None = None
+    accel_m_s2: float | None = None
+    latency_s: float | None = None
+    """Dead time of the autopilot's loop plus link delay (ShieldConfig.latency_s)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Mission:
     """A validated mission. Lengths in metres, local NED of the origin."""
 
@@ -150,6 +162,7 @@ class Mission:
     margins: Margins
     autopilot: AutopilotSpec
     origin: Origin | None = None
+    vehicle: VehicleSpec = field(default_factory=VehicleSpec)
     geometry: MissionGeometry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -570,7 +583,17 @@ def _check_point(mission: Mission, p: tuple[float, float, float], what: str) -> 
             )
 
 
-_SECTIONS = ("origin", "geofence", "keepout", "route", "limits", "fallback", "margins", "autopilot")
+_SECTIONS = (
+    "origin",
+    "geofence",
+    "keepout",
+    "route",
+    "limits",
+    "fallback",
+    "margins",
+    "autopilot",
+    "vehicle",
+)
 
 
 def parse_mission(data: Mapping[str, Any]) -> Mission:
@@ -650,7 +673,18 @@ def parse_mission(data: Mapping[str, Any]) -> Mission:
     )
     t.done()
 
-    mission = Mission(fence, keepouts, waypoints, acceptance, limits, plan, margins, autopilot, origin)
+    t = top.table("vehicle") if "vehicle" in data else _Table({}, "vehicle")
+    vehicle = VehicleSpec(
+        *(
+            t.number(k, None, positive=True) if t.has(k) else None
+            for k in ("velocity_tau_xy_s", "velocity_tau_z_s", "accel_m_s2", "latency_s")
+        )
+    )
+    t.done()
+
+    mission = Mission(
+        fence, keepouts, waypoints, acceptance, limits, plan, margins, autopilot, origin, vehicle
+    )
     for i, w in enumerate(waypoints):
         _check_point(mission, w, f"[route] waypoint {i}")
     if action == "return":

@@ -88,25 +88,6 @@ class NominalModel:
         big_g = np.stack([ih / safe_h, ih / safe_h, iz / safe_z], axis=-1)
         return pos + cmd * t - err * big_g, cmd - err * g
 
-    def predict_one(
-        self,
-        pos_ned_m: tuple[float, float, float],
-        vel_ned_m_s: tuple[float, float, float],
-        vel_cmd_ned_m_s: tuple[float, float, float],
-        horizon_s: float,
-    ) -> tuple[float, float, float]:
-        """:meth:`predict` for one vehicle in Python floats (the batch-1 onboard path; equal up to rounding)."""
-        (pn, pe, pd), (vn, ve, vd), (cn, ce, cd) = pos_ned_m, vel_ned_m_s, vel_cmd_ned_m_s
-        t = horizon_s
-        en, ee, ed = cn - vn, ce - ve, cd - vd
-        e_h = math.sqrt(en * en + ee * ee)
-        e_z = abs(ed)
-        _, ih = lag_error_one(e_h, self.accel_xy_m_s2, self.tau_xy_s, t)
-        _, iz = lag_error_one(e_z, self.accel_z_m_s2, self.tau_z_s, t)
-        gh = ih / (e_h if e_h > 0 else 1.0)
-        gz = iz / (e_z if e_z > 0 else 1.0)
-        return (pn + cn * t - en * gh, pe + ce * t - ee * gh, pd + cd * t - ed * gz)
-
     def step(self, pos_ned_m: F64, vel_ned_m_s: F64, vel_cmd_ned_m_s: F64, dt_s: float) -> tuple[F64, F64]:
         """Advance [B, 3] position and velocity by dt_s with the command held; exact for the model."""
         return self._advance(pos_ned_m, vel_ned_m_s, vel_cmd_ned_m_s, dt_s)

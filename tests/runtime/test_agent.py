@@ -59,3 +59,27 @@ def test_stale_position_gives_a_hold_on_the_same_tick(goal_seeker) -> None:
     stale = core.step(_state([[-5.0, -5.0, -10.0]], age_s=0.5), 0.02, ok)
     assert stale.layer[0] == 1 and stale.reason[0] == Reason.STALE_POSITION
     assert np.all(stale.setpoint[0] == 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_score_is_zero_when_the_vehicle_is_the_nominal_model_even_as_commands_change(goal_seeker, n: int) -> None:
+    """The calibrator scores the model against the commands actually sent, not one held command:
+    a plant that *is* the nominal model scores 0 through waypoint turns."""
+    mission = load_mission(DEMO)
+    core = build_agent(policy=PolicyRunner(goal_seeker), manifest=goal_seeker.manifest, mission=mission, n=n)
+    dt = 1.0 / goal_seeker.manifest.control_rate_hz
+    # Start just short of the first waypoint, so the command turns round within the run.
+    pos = np.tile([-17.0, -17.0, -10.0], (n, 1)) + np.arange(n)[:, None] * 0.5
+    vel = np.zeros((n, 3))
+    ok = np.ones(n, dtype=bool)
+    scores = []
+    for k in range(400):
+        st = _state(pos.tolist())
+        st = StateArrays(st.pos_ned_m, vel.copy(), st.q_wxyz, st.rates_frd_rad_s, st.battery_frac, st.signal_age_s)
+        d = core.step(st, k * dt, ok)
+        scores.append(d.score_m)
+        pos, vel = core.nominal.step(pos, vel, d.setpoint[:, :3], dt)
+    s = np.array(scores)[core.calibrator.config.horizon_ticks + 1 :]
+    assert (core.goal_index >= 1).all()  # every vehicle turned at the first waypoint
+    assert np.isfinite(s).all()
+    assert np.abs(s).max() < 1e-6, np.abs(s).max()

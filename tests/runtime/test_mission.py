@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,30 @@ def test_keepout_distances_and_features() -> None:
     np.testing.assert_allclose(feats["fence_dist_m"], [20.0, 30.0, 28.0, 15.0])
     none = parse_mission(with_("keepout", [])).geometry_features(pos)
     assert (none["keepout_dist_m"] == 1e3).all() and (none["keepout_rel_ned_m"] == 0).all()
+
+
+def test_vehicle_section_sets_the_shields_model_of_the_airframe() -> None:
+    from edge_agent.agent import build_agent
+
+    data = tomllib.loads(DEMO.read_text())
+    data["vehicle"] = {"velocity_tau_xy_s": 0.8, "latency_s": 0.2}
+    mission = parse_mission(data)
+    assert mission.vehicle.velocity_tau_xy_s == 0.8 and mission.vehicle.accel_m_s2 is None
+
+    class _Manifest:  # the few manifest fields build_agent reads
+        control_rate_hz = 50.0
+        calibration = None
+        feature_names = ("goal_rel_ned_m",)
+        clip_lo = clip_hi = np.zeros(3)
+
+        class action:
+            kind = "velocity_ned_yaw_rate"
+            size = 4
+
+    core = build_agent(policy=None, manifest=_Manifest, mission=mission)  # type: ignore[arg-type]
+    assert core.nominal.tau_xy_s == 0.8 and core.nominal.tau_z_s == 0.4
+    assert core.shield.config.latency_s == 0.2
+    with pytest.raises(MissionError, match=re.escape("velocity_tau_xy_s")):
+        parse_mission({**data, "vehicle": {"velocity_tau_xy_s": -1.0}})
+    with pytest.raises(MissionError, match=re.escape("tau_typo")):
+        parse_mission({**data, "vehicle": {"tau_typo": 1.0}})
