@@ -62,7 +62,9 @@ def test_stale_position_gives_a_hold_on_the_same_tick(goal_seeker) -> None:
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_score_is_zero_when_the_vehicle_is_the_nominal_model_even_as_commands_change(goal_seeker, n: int) -> None:
+def test_score_is_zero_when_the_vehicle_is_the_nominal_model_even_as_commands_change(
+    goal_seeker, n: int
+) -> None:
     """The calibrator scores the model against the commands actually sent, not one held command:
     a plant that *is* the nominal model scores 0 through waypoint turns."""
     mission = load_mission(DEMO)
@@ -75,7 +77,9 @@ def test_score_is_zero_when_the_vehicle_is_the_nominal_model_even_as_commands_ch
     scores = []
     for k in range(400):
         st = _state(pos.tolist())
-        st = StateArrays(st.pos_ned_m, vel.copy(), st.q_wxyz, st.rates_frd_rad_s, st.battery_frac, st.signal_age_s)
+        st = StateArrays(
+            st.pos_ned_m, vel.copy(), st.q_wxyz, st.rates_frd_rad_s, st.battery_frac, st.signal_age_s
+        )
         d = core.step(st, k * dt, ok)
         scores.append(d.score_m)
         pos, vel = core.nominal.step(pos, vel, d.setpoint[:, :3], dt)
