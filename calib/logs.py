@@ -6,11 +6,13 @@ sample i, ``‖pos(t_i) − NominalModel.predict(pos(t_j), vel(t_j), cmd(t_j), H
 t_j ≈ t_i − H, the same nominal model and horizon the shield uses. Only samples where a fresh
 velocity command was in force at both ends are scored.
 
-An edge-agent log has one record per control tick, so it is scored exactly as the onboard
-calibrator scores: sample i against the prediction of tick j = i − H (H ticks, not H seconds of
-wall time: a late tick must not shift the pairing), valid where the position is finite and its
-age under 1 s at both ends. The result equals the ``score_m`` the agent recorded (tested).
-Telemetry logs (.tlog, .ulg) have no ticks and are paired by time stamp.
+An edge-agent log has one record per control tick, so it is scored exactly as the onboard agent
+scores (``edge_agent.agent.AgentCore``): a shadow of the nominal model (the mission's [vehicle]
+constants, from the log header) starts at tick j = i − H and flies one tick at a time through the
+commands sent at ticks j … i − 1 (H ticks, not H seconds of wall time: a late tick must not shift
+the pairing); valid where the position is finite and under 1 s old at both ends. The result
+equals the ``score_m`` the agent recorded (tested). Telemetry logs (.tlog, .ulg) have no ticks:
+they are paired by time stamp and predicted with the command at t − H held.
 
 MAVLink: commands are SET_POSITION_TARGET_LOCAL_NED with a velocity type mask (frame LOCAL_NED),
 positions LOCAL_POSITION_NED. A companion's own recording and the vehicle's may be separate files
@@ -21,9 +23,10 @@ PX4 ULog: ``trajectory_setpoint`` velocity vs ``vehicle_local_position``, only w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,6 +59,8 @@ class Track:
     """Set for logs with one sample per control tick (.eal): pair by tick count, as onboard."""
     valid: NDArray[np.bool_] | None = None
     """[T] the onboard validity flag of each tick (position finite and fresh), when known."""
+    nominal: NominalModel | None = None
+    """The nominal model the agent flew with (from the log's mission), when known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,7 @@ class LogScores:
 
 def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | None = None) -> F64:
     """The onboard score at every sample with a fresh command at t − H and at t."""
-    model = nominal or NominalModel()
+    model = nominal or track.nominal or NominalModel()
     t, cmd_t = track.t_s, track.cmd_t_s
     if t.size < 2 or cmd_t.size == 0:
         return np.zeros(0)
@@ -96,7 +101,9 @@ def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | No
 
 
 def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: NominalModel) -> F64:
-    """The onboard calibrator's score for per-tick samples: tick i against the prediction of tick i − H."""
+    """The onboard score for per-tick samples (``edge_agent.agent.AgentCore``): a shadow of the nominal
+    model started at tick j = i − H from the state then, flown one tick at a time through the H
+    commands actually sent at ticks j … i − 1, against the position at tick i."""
     h = max(1, round(horizon_s * rate_hz))
     n = track.t_s.size
     if n <= h:
@@ -104,24 +111,41 @@ def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: Nomin
     ok = np.asarray(np.isfinite(track.pos_ned_m).all(axis=1), dtype=bool)
     if track.valid is not None:
         ok = ok & track.valid
-    i = np.arange(h, n)
-    j = i - h
-    use = ok[i] & ok[j] & np.isfinite(track.cmd_vel_ned_m_s[j]).all(axis=1)
-    i, j = i[use], j[use]
-    if i.size == 0:
-        return np.zeros(0)
-    # The onboard prediction horizon is H ticks at the control rate (edge_agent.agent: H / rate).
-    pred = model.predict(track.pos_ned_m[j], track.vel_ned_m_s[j], track.cmd_vel_ned_m_s[j], h / rate_hz)
-    return np.asarray(np.linalg.norm(track.pos_ned_m[i] - pred, axis=1), dtype=np.float64)
+    j = np.arange(0, n - h)
+    pos, vel = track.pos_ned_m[j], track.vel_ned_m_s[j]
+    dt = 1.0 / rate_hz
+    with np.errstate(invalid="ignore"):
+        for k in range(h):
+            pos, vel = model.step(pos, vel, track.cmd_vel_ned_m_s[j + k], dt)
+    i = j + h
+    score = np.linalg.norm(track.pos_ned_m[i] - pos, axis=1)
+    use = ok[i] & ok[j] & np.isfinite(score)
+    return np.asarray(score[use], dtype=np.float64)
+
+
+def nominal_for_vehicle(vehicle: Mapping[str, Any] | None) -> NominalModel:
+    """The shield's nominal model for a mission's [vehicle] constants (None: the defaults), as
+    ``edge_agent.agent.build_agent`` makes it."""
+    v = vehicle or {}
+    given = {
+        "tau_xy_s": v.get("velocity_tau_xy_s"),
+        "tau_z_s": v.get("velocity_tau_z_s"),
+        "accel_xy_m_s2": v.get("accel_m_s2"),
+        "accel_z_m_s2": v.get("accel_m_s2"),
+    }
+    return NominalModel(**{k: float(x) for k, x in given.items() if x is not None})
 
 
 def read_eal(path: Path) -> Track:
     """An edge-agent flight log: measured position/velocity and the certified setpoint of every tick."""
     t, pos, vel, sp, fresh = [], [], [], [], []
     rate_hz: float | None = None
+    vehicle: Mapping[str, Any] | None = None
     for rec in read_log(path):
-        if rec.get("k") == "header" and rec.get("rate_hz"):
-            rate_hz = float(rec["rate_hz"])
+        if rec.get("k") == "header":
+            rate_hz = float(rec["rate_hz"]) if rec.get("rate_hz") else None
+            mission = rec.get("mission")
+            vehicle = mission.get("vehicle") if isinstance(mission, dict) else None
         if rec.get("k") != "tick":
             continue
         t.append(float(rec["t_s"]))
@@ -146,6 +170,7 @@ def read_eal(path: Path) -> Track:
         str(path),
         tick_rate_hz=rate_hz,
         valid=np.asarray(fresh, dtype=bool),
+        nominal=nominal_for_vehicle(vehicle),
     )
 
 
@@ -272,6 +297,7 @@ __all__ = [
     "COMMAND_FRESH_S",
     "LogScores",
     "Track",
+    "nominal_for_vehicle",
     "read_eal",
     "read_tlogs",
     "read_ulog",

@@ -103,7 +103,6 @@ class AgentCore:
         shield: Shield,
         calibrator: Calibrator,
         nominal: NominalModel,
-        rate_hz: float,
         n: int = 1,
         shield_enabled: bool = True,
         inference_deadline_s: float = float("inf"),
@@ -125,8 +124,9 @@ class AgentCore:
         self._waypoints = np.asarray(mission.waypoints_ned_m, dtype=np.float64)
         self._accept_m = float(mission.acceptance_radius_m)
         self._h = calibrator.config.horizon_ticks
-        self._dt = 1.0 / rate_hz
         self._tick = 0
+        self._last_now_s: float | None = None
+        self._last_cmd = np.zeros((n, 3))
         # Shadows of the nominal model in flight, one started per tick (see _calibrate).
         self._shadow_pos = np.zeros((self._h, n, 3))
         self._shadow_vel = np.zeros((self._h, n, 3))
@@ -138,28 +138,37 @@ class AgentCore:
         #: Batch 1 with the shield on takes :meth:`_step_one` (tests switch it off to compare).
         self._fast = n == 1
 
-    def _calibrate(self, s: StateArrays, setpoint: F64, valid: NDArray[np.bool_]) -> CalibratorTick:
+    def _calibrate(
+        self, s: StateArrays, now_s: float, setpoint: F64, valid: NDArray[np.bool_]
+    ) -> CalibratorTick:
         """Score the nominal model and update the margin (the calibrator's score definition).
 
         Every tick starts a shadow of the nominal model from the state now; every shadow then
         flies one tick with the command just sent. The shadow started H ticks ago has flown the H
         commands actually sent since, so its position is the model's prediction for now: a
         policy that changes its command within the horizon is not mistaken for model error.
+        Shadows fly the time that really passed between ticks, so a loop that cannot hold its
+        rate is not mistaken for model error either.
         """
-        i = self._tick % self._h
+        h, n = self._h, self.n
+        if self._last_now_s is not None:
+            # Fly every shadow through the time since the last tick with the command then sent.
+            dt = min(max(now_s - self._last_now_s, 0.0), 1.0)
+            cmd = np.broadcast_to(self._last_cmd[None], (h, n, 3)).reshape(h * n, 3)
+            pos, vel = self.nominal.step(
+                self._shadow_pos.reshape(h * n, 3), self._shadow_vel.reshape(h * n, 3), cmd, dt
+            )
+            self._shadow_pos[...] = pos.reshape(h, n, 3)
+            self._shadow_vel[...] = vel.reshape(h, n, 3)
+        i = self._tick % h
         d = s.pos_ned_m - self._shadow_pos[i]
         score = np.sqrt(np.einsum("ij,ij->i", d, d))
         cal = self.calibrator.update(score, valid & self._shadow_ok[i])
         self._shadow_pos[i] = s.pos_ned_m
         self._shadow_vel[i] = s.vel_ned_m_s
         self._shadow_ok[i] = valid
-        h, n = self._h, self.n
-        cmd = np.broadcast_to(setpoint[None, :, :3], (h, n, 3)).reshape(h * n, 3)
-        pos, vel = self.nominal.step(
-            self._shadow_pos.reshape(h * n, 3), self._shadow_vel.reshape(h * n, 3), cmd, self._dt
-        )
-        self._shadow_pos[...] = pos.reshape(h, n, 3)
-        self._shadow_vel[...] = vel.reshape(h, n, 3)
+        self._last_cmd = setpoint[:, :3].copy()
+        self._last_now_s = now_s
         self._tick += 1
         return cal
 
@@ -227,7 +236,7 @@ class AgentCore:
             setpoint = np.clip(setpoint, self.shield.action_low, self.shield.action_high)
 
         valid = np.isfinite(s.pos_ned_m).all(axis=-1) & (s.signal_age_s[:, 0] < 1.0)
-        cal = self._calibrate(s, setpoint, valid)
+        cal = self._calibrate(s, now_s, setpoint, valid)
         self.margin_m = cal.margin_m
         self._alarm = cal.alarm
         self.prev_action = setpoint
@@ -296,7 +305,7 @@ class AgentCore:
         )
         setpoint = res.setpoint
         valid = math.isfinite(pn) and math.isfinite(pe) and math.isfinite(pd) and s.signal_age_s[0, 0] < 1.0
-        cal = self._calibrate(s, setpoint, np.array([valid]))
+        cal = self._calibrate(s, now_s, setpoint, np.array([valid]))
         self.margin_m = cal.margin_m
         self._alarm = cal.alarm
         self.prev_action = setpoint
@@ -384,7 +393,6 @@ def build_agent(
         shield=shield,
         calibrator=Calibrator(cal_config, n=n, warm_quantile_m=warm),
         nominal=nominal,
-        rate_hz=rate_hz,
         n=n,
         shield_enabled=shield_enabled,
         inference_deadline_s=inference_deadline_s,

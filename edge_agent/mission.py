@@ -700,6 +700,10 @@ def load_mission(path: str | Path) -> Mission:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise MissionError(f"cannot read mission file {str(p)!r}: {exc.strerror}; check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise MissionError(
+            f"mission file {str(p)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

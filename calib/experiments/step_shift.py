@@ -167,11 +167,9 @@ class RecordingCalibrator(Calibrator):
 
     last: CalibratorTick | None = None
 
-    def step(
-        self, pos_ned_m: npt.ArrayLike, predicted_pos_ned_m: npt.ArrayLike, valid: npt.ArrayLike
-    ) -> CalibratorTick:
-        """Calibrator.step, keeping its result."""
-        tick = super().step(pos_ned_m, predicted_pos_ned_m, valid)
+    def update(self, score_m: npt.ArrayLike, valid: npt.ArrayLike) -> CalibratorTick:
+        """Calibrator.update (what AgentCore calls every tick), keeping its result."""
+        tick = super().update(score_m, valid)
         self.last = tick
         return tick
 

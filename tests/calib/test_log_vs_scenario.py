@@ -4,6 +4,7 @@ with exactly the onboard score definition."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -20,14 +21,15 @@ from calib.experiments.log_vs_scenario import (
     wind_vector,
     write_equivalent_scenario,
 )
+from calib.experiments.step_shift import hold_mission
 from calib.logs import scores_from_logs
-from edge_agent.agent import HORIZON_S
-from edge_agent.calibrator import Calibrator, CalibratorConfig
+from edge_agent.agent import HORIZON_S, build_agent
+from edge_agent.bundle import load_bundle
 from edge_agent.errors import CalibrationError
 from edge_agent.flightlog import FlightLog, read_log
-from edge_agent.nominal import NominalModel
-
-RATE_HZ = 50.0
+from edge_agent.mission import VehicleSpec
+from edge_agent.observation import StateArrays
+from edge_agent.policy import PolicyRunner
 
 
 def _recorded(path: Path) -> np.ndarray:
@@ -36,24 +38,27 @@ def _recorded(path: Path) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def test_eal_scores_are_the_onboard_scores_even_with_late_ticks(tmp_path: Path) -> None:
-    """A synthetic flight through the onboard calibrator and nominal model, with jittered tick times
-    and a stale stretch: the log's scores equal the score_m the calibrator produced, tick for tick."""
+def test_eal_scores_are_the_onboard_scores_even_with_late_ticks(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """The onboard tick (AgentCore, with non-default [vehicle] constants) over a synthetic flight with
+    late ticks and a stale stretch: the log's scores equal the score_m the agent produced, tick for tick."""
+    bundle = load_bundle(bundles["good"])
+    mission = dataclasses.replace(hold_mission(), vehicle=VehicleSpec(0.8, 0.5, 2.5, None))
+    core = build_agent(policy=PolicyRunner(bundle), manifest=bundle.manifest, mission=mission)
+    rate = bundle.manifest.control_rate_hz
     rng = np.random.default_rng(5)
-    h = round(HORIZON_S * RATE_HZ)
-    cal = Calibrator(CalibratorConfig(horizon_ticks=h, lr=0.02), n=1, warm_quantile_m=0.5)
-    nominal = NominalModel()
-    pos, vel = np.zeros((1, 3)), np.zeros((1, 3))
+    pos, vel = np.array([[3.0, -4.0, -8.0]]), np.zeros((1, 3))
     log = tmp_path / "synthetic.eal"
-    with FlightLog(log, {"rate_hz": RATE_HZ}) as fl:
-        for k in range(400):
-            sp = np.array([[np.sin(k / 40.0) * 3.0, 1.0, 0.0]])
-            vel = vel + 0.2 * (sp - vel) + rng.normal(0.0, 0.05, (1, 3))
-            pos = pos + vel / RATE_HZ + rng.normal(0.0, 0.02, (1, 3))
+    header = {"rate_hz": rate, "mission": {"vehicle": dataclasses.asdict(mission.vehicle)}}
+    with FlightLog(log, header) as fl:
+        for k in range(300):
             age = 2.0 if 150 <= k < 160 else 0.01  # a stale stretch: neither end may be scored
-            pred = nominal.predict(pos, vel, sp, h / RATE_HZ)
-            tick = cal.step(pos, pred, np.array([age < 1.0]))
-            t = k / RATE_HZ + (0.015 if k % 7 == 0 else 0.0)  # late ticks: time pairing would slip
+            s = StateArrays(
+                pos, vel, np.array([[1.0, 0, 0, 0]]), np.zeros((1, 3)), np.ones(1), np.full((1, 4), age)
+            )
+            d = core.step(s, k / rate, np.ones(1, dtype=bool))
+            t = k / rate + (0.015 if k % 7 == 0 else 0.0)  # late ticks: time pairing would slip
             fl.write(
                 {
                     "k": "tick",
@@ -61,14 +66,18 @@ def test_eal_scores_are_the_onboard_scores_even_with_late_ticks(tmp_path: Path) 
                     "pos_ned_m": pos[0].tolist(),
                     "vel_ned_m_s": vel[0].tolist(),
                     "age_s": [age] * 4,
-                    "setpoint": [*sp[0].tolist(), 0.0],
-                    "score_m": None if np.isnan(tick.score_m[0]) else float(tick.score_m[0]),
+                    "setpoint": d.setpoint[0].tolist(),
+                    "score_m": None if np.isnan(d.score_m[0]) else float(d.score_m[0]),
                 }
             )
-    got = scores_from_logs([log], h / RATE_HZ).scores_m
+            # a vehicle that lags its command more than the model says, with some noise
+            vel = vel + 0.05 * (d.setpoint[:, :3] - vel) + rng.normal(0.0, 0.05, (1, 3))
+            pos = pos + vel / rate + rng.normal(0.0, 0.01, (1, 3))
+    h = round(HORIZON_S * rate)
+    got = scores_from_logs([log], h / rate).scores_m
     want = _recorded(log)
-    assert want.size == 400 - h - 2 * 10
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert want.size == 300 - h - 2 * 10
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
 def test_compare_refuses_different_alphas() -> None:

@@ -53,13 +53,9 @@ def test_the_engine_reports_crashes_and_hangs(tmp_path: Path) -> None:
         f.unlink()
 
 
-@pytest.mark.xfail(
-    strict=True, raises=UnicodeDecodeError, reason="mission.py reads without catching UnicodeDecodeError"
-)
 def test_mission_file_that_is_not_utf8_gets_a_mission_error(tmp_path: Path) -> None:
-    # Found by the mission fuzzer. When edge_agent/mission.py catches it, this xfail turns into a
-    # failure (strict): delete the marker and the UTF-8 repair in fuzz/targets.py.
+    # Found by the mission fuzzer: a bare UnicodeDecodeError used to escape load_mission.
     p = tmp_path / "m.toml"
     p.write_bytes(b'[geofence]\nkind = "\xb3"\n')
-    with pytest.raises(MissionError):
+    with pytest.raises(MissionError, match=re.escape("is not UTF-8 text (byte 19); save it as UTF-8 TOML")):
         load_mission(p)

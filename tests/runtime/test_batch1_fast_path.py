@@ -179,7 +179,6 @@ def make_core(mission: Mission, kind: str) -> AgentCore:
         shield=Shield(mission, nominal, silence, n=1),
         calibrator=Calibrator(CalibratorConfig(horizon_ticks=5, lr=0.05), n=1, warm_quantile_m=0.5),
         nominal=nominal,
-        rate_hz=50.0,
         n=1,
     )
 

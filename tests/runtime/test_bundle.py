@@ -225,13 +225,6 @@ def test_golden_difference_below_tolerance_is_accepted(bundle_dir: Path) -> None
     load_bundle(bundle_dir)
 
 
-def test_public_key_is_refused_until_signing_exists(bundle_dir: Path) -> None:
-    with pytest.raises(
-        BundleIntegrityError, match=re.escape("bundle signature verification is not implemented yet")
-    ):
-        load_bundle(bundle_dir, public_key=b"\x00" * 32)
-
-
 def test_write_manifest_section_reseals(bundle_dir: Path) -> None:
     before = load_bundle(bundle_dir).manifest.manifest_sha256
     calibration = {"score": "position deviation over 10 ticks", "n": 500, "alpha": 0.1, "quantile_m": 0.42}
