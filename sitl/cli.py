@@ -20,7 +20,7 @@ import numpy as np
 from firmware_bridge.errors import LinkError
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
 from sitl.custom_vehicle import make_custom_vehicle
-from sitl.disturbance import Disturbances
+from sitl.disturbance import Battery, Disturbances, Faults
 from sitl.mavlink_vehicle import make_vehicle
 from sitl.runner import DEFAULT_STEP_S, LockstepRunner, RealtimeRunner
 from sitl.sim import Sim
@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wind", default="0,0,0", help="steady wind N,E,D in m/s (default 0,0,0)")
     parser.add_argument("--gust", type=float, default=0.0, help="gust intensity (std, m/s; default 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same flight (default 0)")
+    parser.add_argument(
+        "--battery-mah",
+        type=float,
+        default=5000.0,
+        help="battery capacity in mAh (default 5000, about 15 min of flight; raise it for long soaks)",
+    )
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
         "--realtime", dest="lockstep", action="store_false", help="pace by the wall clock (default)"
@@ -129,7 +135,14 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
         if args.flavor == "custom":
             raise SitlOptionError("--signing-key applies to MAVLink; the custom flavour has no signing")
     rng = np.random.default_rng(args.seed)
-    sim = Sim(1, rng=rng, disturbances=Disturbances(wind_ned_m_s=wind, gust_std_m_s=args.gust))
+    if not args.battery_mah > 0:
+        raise SitlOptionError(f"--battery-mah must be > 0, got {args.battery_mah}")
+    sim = Sim(
+        1,
+        rng=rng,
+        disturbances=Disturbances(wind_ned_m_s=wind, gust_std_m_s=args.gust),
+        faults=Faults(battery=Battery(capacity_mah=args.battery_mah)),
+    )
     try:
         if args.flavor == "custom":
             return make_custom_vehicle(sim, params=params, ready_delay_s=None)

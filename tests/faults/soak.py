@@ -67,7 +67,8 @@ def fly(args: argparse.Namespace) -> None:
     """Run the soak and sample RSS; writes rss.csv and run.json into ``args.out``."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sitl, url = start_sitl(out, args.nice, [a for p in args.sitl_param for a in ("--param", p)])
+    sitl_args = [a for p in args.sitl_param for a in ("--param", p)]
+    sitl, url = start_sitl(out, args.nice, [*sitl_args, "--battery-mah", str(args.battery_mah)])
     try:
         cmd = [
             *NICE(args.nice),
@@ -209,6 +210,9 @@ def main() -> int:
     p.add_argument("--bundle", default="/tmp/bundles/goal_seeker")
     p.add_argument("--duration", type=float, default=1800.0, help="flight seconds (default 1800)")
     p.add_argument("--rate", type=float, default=250.0)
+    p.add_argument(
+        "--battery-mah", type=float, default=20000.0, help="SITL battery (default 20000: ~1 h of flight)"
+    )
     p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
     p.add_argument("--out", default="/tmp/soak")
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "soak.png"))
