@@ -19,8 +19,9 @@ from firmware_bridge.mavlink_codec import (
     SigningConfig,
     signing_key_from_passphrase,
 )
+from tests.conftest import SHARED_DATA
 
-DATA = "/work/shared/data/ardupilot"
+DATA = str(SHARED_DATA / "ardupilot")
 KEY = signing_key_from_passphrase("edge-agent test key")
 
 

@@ -19,8 +19,9 @@ from firmware_bridge.telemetry import (
     quat_from_euler,
 )
 from firmware_bridge.types import Autopilot, LandedState, VehicleState
+from tests.conftest import SHARED_DATA
 
-DATA = "/work/shared/data/ardupilot"
+DATA = str(SHARED_DATA / "ardupilot")
 
 
 def replay(path: str) -> tuple[TelemetryTracker, list[tuple[float, VehicleState]]]:

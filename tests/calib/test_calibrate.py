@@ -16,10 +16,9 @@ from edge_agent.agent import calibrator_config_for
 from edge_agent.bundle import load_bundle
 from edge_agent.cli import main
 from edge_agent.errors import CalibrationError
+from tests.conftest import SHARED_DATA
 
-DATA = Path("/work/shared/data")
-if not DATA.exists():
-    DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 TLOGS = [DATA / "ardupilot" / "flight.tlog", DATA / "ardupilot" / "flight_sent.tlog"]
 
 
