@@ -8,10 +8,10 @@ velocity command was in force at both ends are scored.
 
 An edge-agent log has one record per control tick, so it is scored exactly as the onboard agent
 scores (``edge_agent.agent.AgentCore``): a shadow of the nominal model (the mission's [vehicle]
-constants, from the log header) starts at tick j = i − H and flies one tick at a time through the
-commands sent at ticks j … i − 1 (H ticks, not H seconds of wall time: a late tick must not shift
-the pairing); valid where the position is finite and under 1 s old at both ends. The result
-equals the ``score_m`` the agent recorded (tested). Telemetry logs (.tlog, .ulg) have no ticks:
+constants, from the log header) starts at tick j = i − H and flies, tick by tick, the time that
+really passed with the commands sent at ticks j … i − 1; it is scored at tick i (H ticks later,
+whatever the wall time: a late tick must not shift the pairing); valid where the position is
+finite and under 1 s old at both ends. The replay equals the ``score_m`` the agent recorded (tested). Telemetry logs (.tlog, .ulg) have no ticks:
 they are paired by time stamp and predicted with the command at t − H held.
 
 MAVLink: commands are SET_POSITION_TARGET_LOCAL_NED with a velocity type mask (frame LOCAL_NED),
@@ -23,6 +23,7 @@ PX4 ULog: ``trajectory_setpoint`` velocity vs ``vehicle_local_position``, only w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,26 +102,34 @@ def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | No
 
 
 def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: NominalModel) -> F64:
-    """The onboard score for per-tick samples (``edge_agent.agent.AgentCore``): a shadow of the nominal
-    model started at tick j = i − H from the state then, flown one tick at a time through the H
-    commands actually sent at ticks j … i − 1, against the position at tick i."""
+    """The onboard score for per-tick samples, replayed as ``edge_agent.agent.AgentCore`` computes it:
+    every tick starts a shadow of the nominal model from the state then; between ticks every shadow
+    flies the time that really passed (clipped to [0, 1] s) with the command sent at the earlier
+    tick; the shadow started H ticks ago is scored against the position now. Same ring, same order
+    of operations, so the replay equals the recorded score_m up to rounding (1e-16)."""
     h = max(1, round(horizon_s * rate_hz))
     n = track.t_s.size
-    if n <= h:
-        return np.zeros(0)
     ok = np.asarray(np.isfinite(track.pos_ned_m).all(axis=1), dtype=bool)
     if track.valid is not None:
         ok = ok & track.valid
-    j = np.arange(0, n - h)
-    pos, vel = track.pos_ned_m[j], track.vel_ned_m_s[j]
-    dt = 1.0 / rate_hz
+    shadow_pos, shadow_vel = np.zeros((h, 3)), np.zeros((h, 3))
+    shadow_ok = np.zeros(h, dtype=bool)
+    out: list[float] = []
     with np.errstate(invalid="ignore"):
-        for k in range(h):
-            pos, vel = model.step(pos, vel, track.cmd_vel_ned_m_s[j + k], dt)
-    i = j + h
-    score = np.linalg.norm(track.pos_ned_m[i] - pos, axis=1)
-    use = ok[i] & ok[j] & np.isfinite(score)
-    return np.asarray(score[use], dtype=np.float64)
+        for k in range(n):
+            if k > 0:
+                dt = min(max(float(track.t_s[k] - track.t_s[k - 1]), 0.0), 1.0)
+                cmd = np.broadcast_to(track.cmd_vel_ned_m_s[k - 1], (h, 3))
+                shadow_pos, shadow_vel = model.step(shadow_pos, shadow_vel, cmd, dt)
+            i = k % h
+            d = track.pos_ned_m[k] - shadow_pos[i]
+            score = math.sqrt(float(d @ d))
+            if ok[k] and shadow_ok[i] and math.isfinite(score):
+                out.append(score)
+            shadow_pos[i] = track.pos_ned_m[k]
+            shadow_vel[i] = track.vel_ned_m_s[k]
+            shadow_ok[i] = ok[k]
+    return np.asarray(out, dtype=np.float64)
 
 
 def nominal_for_vehicle(vehicle: Mapping[str, Any] | None) -> NominalModel:

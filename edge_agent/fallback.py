@@ -1,7 +1,8 @@
 """Layer 3 of the shield: the Simplex fallback, a batched latch brake → hold → land or return.
 
 Entered when the barrier has no safe command (not even zero velocity), when the calibrator
-raises its alarm, or when a boundary is already crossed. Once latched, the policy gets control
+raises its alarm, or when a boundary is already crossed. An alarm alone holds for up to
+``alarm_commit_s`` before committing to land/return. Once latched, the policy gets control
 back only from BRAKE or HOLD, and only after the release conditions (watchdog clear, no alarm,
 the policy's own action certified with at least ``release_slack_m`` to spare) have held without
 a break for ``release_dwell_s``. LAND and RETURN are commitments: they end on the ground.
@@ -49,8 +50,12 @@ class FallbackLatch:
         hold_speed_m_s: float,
         return_speed_m_s: float,
         return_accept_m: float,
+        alarm_reason: int,
+        alarm_commit_s: float,
     ) -> None:
         self.plan = plan
+        self.alarm_reason = alarm_reason
+        self.alarm_commit_s = alarm_commit_s
         self.release_slack_m = release_slack_m
         self.release_dwell_s = release_dwell_s
         self.brake_done_speed_m_s = brake_done_speed_m_s
@@ -123,7 +128,11 @@ class FallbackLatch:
             self.target_ned_m[stopped] = pos_ned_m[stopped]
             self._go(stopped, Stage.HOLD, now_s)
         if self.after_hold != Stage.HOLD:
-            done = (stage == Stage.HOLD) & (now_s - self.entered_s >= self.plan.hold_s)
+            # An entry on the calibrator's alarm alone means the margin lags the conditions, not
+            # that the vehicle is in danger: it holds while the tracker widens the margin and hands
+            # back once the alarm clears; it commits to land/return only if the alarm persists.
+            wait_s = np.where(self.reason == self.alarm_reason, self.alarm_commit_s, self.plan.hold_s)
+            done = (stage == Stage.HOLD) & (now_s - self.entered_s >= wait_s)
             if done.any():
                 self._go(done, self.after_hold, now_s)
         arrived = (stage == Stage.RETURN) & valid

@@ -67,6 +67,9 @@ class ShieldConfig:
     brake_timeout_s: float = 5.0
     hold_gain_1_s: float = 1.0
     hold_speed_m_s: float = 1.0
+    alarm_commit_s: float = 30.0
+    """A fallback entered on the calibrator's alarm alone holds (and hands back when the alarm
+    clears) for up to this long before committing to the mission's land/return (s)."""
     return_speed_m_s: float = 3.0
     return_accept_m: float = 1.0
     tolerance_m: float = 1e-9
@@ -93,7 +96,13 @@ class ShieldConfig:
             value = getattr(self, name)
             if not (value >= 0 and np.isfinite(value)):
                 raise ConfigError(f"ShieldConfig.{name} must be finite and >= 0, got {value!r}")
-        for name in ("hold_gain_1_s", "hold_speed_m_s", "return_speed_m_s", "return_accept_m"):
+        for name in (
+            "hold_gain_1_s",
+            "hold_speed_m_s",
+            "return_speed_m_s",
+            "return_accept_m",
+            "alarm_commit_s",
+        ):
             value = getattr(self, name)
             if not (value > 0 and np.isfinite(value)):
                 raise ConfigError(f"ShieldConfig.{name} must be finite and > 0, got {value!r}")
@@ -189,6 +198,8 @@ class Shield:
             hold_speed_m_s=config.hold_speed_m_s,
             return_speed_m_s=config.return_speed_m_s,
             return_accept_m=config.return_accept_m,
+            alarm_reason=int(Reason.CALIBRATION_ALARM),
+            alarm_commit_s=config.alarm_commit_s,
         )
         self._vmax_h = lim.horizontal_m_s
         # Batch 1 (onboard) takes the scalar path when it can: see _certify_one.

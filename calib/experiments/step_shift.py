@@ -3,9 +3,10 @@ versus a fixed split-conformal margin.
 
 A batch of vehicles flies a bundle (the goal seeker by default) under the shield through the
 real onboard tick (``edge_agent.agent.build_agent`` → ``AgentCore.step``) over ``sitl.sim.Sim``.
-The route goes back and forth along the east axis (legs of 80 m), so the wind, which blows
-toward the east, is a tailwind on one leg and a headwind on the next. At ``shift_s`` the steady
-wind of every vehicle steps from ``wind_before_m_s`` to ``wind_after_m_s``.
+Route ``hold`` (default): station keeping at one waypoint 10 m up; route ``shuttle``: back and
+forth along the east axis (legs of 80 m). The wind blows north (``across``: across the shuttle's
+legs) or east (``along``: head/tail wind on the legs). At ``shift_s`` every vehicle's steady wind
+steps from ``wind_before_m_s`` to ``wind_after_m_s`` and its gust intensity to ``gust_after_m_s``.
 
 Per tick we record the calibrator's own miss indicator err_t and its margin q_t (a
 ``Calibrator`` subclass that keeps the last ``CalibratorTick``), and the score s_t. The fixed

@@ -417,9 +417,31 @@ def test_calibrator_alarm_enters_the_fallback() -> None:
     assert res.layer.tolist() == [0, 0]
 
 
+def test_an_alarm_alone_holds_and_hands_back_instead_of_landing() -> None:
+    """A calibrator alarm means the margin lags the conditions: hold, then hand back when it clears;
+    commit to the mission's land only if it persists for alarm_commit_s."""
+    mission = demo()  # fallback: land after hold_s = 3 s
+    shield = Shield(
+        mission, NominalModel(), SilenceBehavior.default("px4"), ShieldConfig(alarm_commit_s=20.0), n=2
+    )
+    pos, still = np.array([[0.0, -20.0, -10.0]] * 2), np.zeros((2, 3))
+    gentle = np.tile([0.5, 0.0, 0.0, 0.0], (2, 1))
+    alarm = np.array([True, True])
+    for t in np.arange(0.0, 10.0, 0.1):  # both alarmed for 10 s: HOLD throughout, no LAND
+        res = shield.certify(make_input(pos, still, gentle, now_s=float(t), alarm=alarm))
+        assert res.fallback_stage.tolist() == [Stage.HOLD, Stage.HOLD], t
+    alarm = np.array([False, True])  # the first one's alarm clears; the second persists
+    for t in np.arange(10.0, 21.0, 0.1):
+        res = shield.certify(make_input(pos, still, gentle, now_s=float(t), alarm=alarm))
+    assert res.fallback_stage.tolist() == [Stage.NONE, Stage.LAND]
+    assert res.layer[0] == 0 and np.array_equal(res.setpoint[0], gentle[0])  # the policy flies again
+
+
 def test_return_flies_home_at_the_return_altitude_then_lands() -> None:
     mission = polygon()  # return to (-25, 25) at 10 m
-    shield = Shield(mission, NominalModel(), SilenceBehavior.default("ardupilot"), n=1)
+    # Entered through the alarm for convenience; commit after the mission's 3 s hold like any entry.
+    config = ShieldConfig(alarm_commit_s=3.0)
+    shield = Shield(mission, NominalModel(), SilenceBehavior.default("ardupilot"), config, n=1)
     here, still = np.array([[-20.0, -20.0, -20.0]]), np.zeros((1, 3))
     shield.certify(make_input(here, still, np.zeros((1, 4)), alarm=True))
     res = shield.certify(make_input(here, still, np.zeros((1, 4)), now_s=0.1, alarm=True))
