@@ -100,16 +100,33 @@ def test_compare_flags_a_quantile_far_off_the_scenario() -> None:
     assert not compare(far, rng.exponential(2.0, 900), res_sc, sc[1000:]).within_tolerance
 
 
-@pytest.mark.slow
-def test_a_short_real_flight_reproduces_the_scenario_quantile(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def short_flight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One real 20 s flight: `edge-agent sitl` (PX4, pty) and `edge-agent run`, gusty wind."""
     from examples.scripted_policies import export_goal_seeker
 
-    bundle = export_goal_seeker(tmp_path / "goal_seeker").path
-    log = tmp_path / "flight.eal"
+    tmp = tmp_path_factory.mktemp("flight")
+    bundle = export_goal_seeker(tmp / "goal_seeker").path
+    log = tmp / "flight.eal"
     fly(bundle, log, wind_ned_m_s=wind_vector(3.0, 45.0), gust_m_s=1.0, seed=1, max_duration_s=20.0)
-    log_res, log_scores = log_calibration(bundle, [log], 0.1)
-    # The log is scored exactly as the agent scored it in flight.
+    return bundle, log
+
+
+@pytest.mark.slow
+def test_a_real_flight_log_is_scored_exactly_as_the_agent_scored_it(short_flight: tuple[Path, Path]) -> None:
+    bundle, log = short_flight
+    _, log_scores = log_calibration(bundle, [log], 0.1)
     np.testing.assert_allclose(log_scores, _recorded(log), rtol=0, atol=1e-12)
+
+
+@pytest.mark.campaign
+def test_a_short_real_flight_reproduces_the_scenario_quantile(
+    short_flight: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Statistical: one 20 s flight's scores are strongly correlated, so this can fail by chance;
+    not in `make test` (run with `pytest -m campaign`); the four-flight result is in docs/experiments.md."""
+    bundle, log = short_flight
+    log_res, log_scores = log_calibration(bundle, [log], 0.1)
     scn = write_equivalent_scenario(tmp_path / "eq.toml", wind_m_s=3.0, gust_m_s=1.0, duration_s=20.0)
     sc_res, sc_hold = scenario_calibration(bundle, scn, 0.1, episodes=150, holdout=150)
     c = compare(log_res, log_scores, sc_res, sc_hold)

@@ -61,7 +61,8 @@ def test_episode_488_of_the_first_demo_mission_lands_clear_of_the_building(
     # Was 0.25 m (and falling) with the zero-velocity brake; the push out of the band keeps the
     # 1 m keep-out margin up to the measurement noise.
     assert res.min_keepout_m[0] > 0.9, res.min_keepout_m[0]
-    assert -tr.pos_ned_m[-1, 0, 2] < 0.5  # and it did land
+    # (It used to land: its fallback came from the calibrator's alarm, which now holds and hands
+    # back instead of committing to land; see edge_agent/fallback.py, alarm_commit_s.)
 
 
 def test_kill_plan_needs_one_tick_per_episode(goal_seeker: Path, tmp_path: Path) -> None:
