@@ -11,8 +11,6 @@ must be identical; continuous diagnostics (slack, scores) equal up to rounding.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,25 +22,8 @@ from edge_agent.nominal import NominalModel, SilenceBehavior, lag_error, lag_err
 from edge_agent.observation import ObservationBuilder, StateArrays
 from edge_agent.shield import Shield, ShieldConfig, ShieldInput, ShieldResult
 
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "missions" / "demo.toml"
-
-POLYGON: dict[str, Any] = {
-    "geofence": {
-        "kind": "polygon",
-        "vertices_ne_m": [[-30, -30], [30, -30], [30, 0], [0, 0], [0, 30], [-30, 30]],
-        "floor_alt_m": 2.0,
-        "ceiling_alt_m": 30.0,
-    },
-    "keepout": [
-        {"kind": "cylinder", "center_ne_m": [-15.0, -15.0], "radius_m": 4.0, "alt_min_m": 0.0, "alt_max_m": 15.0},
-        {"kind": "box", "north_min_m": 10, "north_max_m": 20, "east_min_m": -20, "east_max_m": -10,
-         "alt_min_m": 8.0, "alt_max_m": 20.0},
-    ],
-    "route": {"waypoints_nea_m": [[-25.0, 20.0, 10.0], [20.0, -25.0, 22.0]]},
-    "limits": {"horizontal_speed_m_s": 5.0, "up_speed_m_s": 2.0, "down_speed_m_s": 1.5},
-    "fallback": {"action": "return", "home_ne_m": [-25.0, 25.0], "return_alt_m": 10.0},
-    "autopilot": {"flavour": "ardupilot"},
-}  # fmt: skip
+# The demo mission and the L-shaped polygon mission of the shield tests.
+from tests.runtime.test_shield import DEMO, POLYGON
 
 
 def missions() -> list[Mission]:
