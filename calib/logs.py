@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 
 from edge_agent.errors import CalibrationError
 from edge_agent.flightlog import read_log
-from edge_agent.nominal import NominalModel
+from edge_agent.mission import VehicleSpec
+from edge_agent.nominal import NominalModel, ShadowPredictions
 
 F64 = NDArray[np.float64]
 
@@ -102,47 +103,30 @@ def scores_from_track(track: Track, horizon_s: float, nominal: NominalModel | No
 
 
 def _scores_by_tick(track: Track, horizon_s: float, rate_hz: float, model: NominalModel) -> F64:
-    """The onboard score for per-tick samples, replayed as ``edge_agent.agent.AgentCore`` computes it:
-    every tick starts a shadow of the nominal model from the state then; between ticks every shadow
-    flies the time that really passed (clipped to [0, 1] s) with the command sent at the earlier
-    tick; the shadow started H ticks ago is scored against the position now. Same ring, same order
-    of operations, so the replay equals the recorded score_m up to rounding (1e-16)."""
-    h = max(1, round(horizon_s * rate_hz))
-    n = track.t_s.size
+    """The onboard score for per-tick samples, replayed with the very ring the agent flies
+    (``edge_agent.nominal.ShadowPredictions``), so it equals the recorded score_m."""
+    shadows = ShadowPredictions(model, max(1, round(horizon_s * rate_hz)))
     ok = np.asarray(np.isfinite(track.pos_ned_m).all(axis=1), dtype=bool)
     if track.valid is not None:
         ok = ok & track.valid
-    shadow_pos, shadow_vel = np.zeros((h, 3)), np.zeros((h, 3))
-    shadow_ok = np.zeros(h, dtype=bool)
     out: list[float] = []
     with np.errstate(invalid="ignore"):
-        for k in range(n):
-            if k > 0:
-                dt = min(max(float(track.t_s[k] - track.t_s[k - 1]), 0.0), 1.0)
-                cmd = np.broadcast_to(track.cmd_vel_ned_m_s[k - 1], (h, 3))
-                shadow_pos, shadow_vel = model.step(shadow_pos, shadow_vel, cmd, dt)
-            i = k % h
-            d = track.pos_ned_m[k] - shadow_pos[i]
-            score = math.sqrt(float(d @ d))
-            if ok[k] and shadow_ok[i] and math.isfinite(score):
-                out.append(score)
-            shadow_pos[i] = track.pos_ned_m[k]
-            shadow_vel[i] = track.vel_ned_m_s[k]
-            shadow_ok[i] = ok[k]
+        for k in range(track.t_s.size):
+            score, counts = shadows.tick(
+                float(track.t_s[k]),
+                track.pos_ned_m[k : k + 1],
+                track.vel_ned_m_s[k : k + 1],
+                ok[k : k + 1],
+                track.cmd_vel_ned_m_s[k : k + 1],
+            )
+            if counts[0] and math.isfinite(score[0]):
+                out.append(float(score[0]))
     return np.asarray(out, dtype=np.float64)
 
 
 def nominal_for_vehicle(vehicle: Mapping[str, Any] | None) -> NominalModel:
-    """The shield's nominal model for a mission's [vehicle] constants (None: the defaults), as
-    ``edge_agent.agent.build_agent`` makes it."""
-    v = vehicle or {}
-    given = {
-        "tau_xy_s": v.get("velocity_tau_xy_s"),
-        "tau_z_s": v.get("velocity_tau_z_s"),
-        "accel_xy_m_s2": v.get("accel_m_s2"),
-        "accel_z_m_s2": v.get("accel_m_s2"),
-    }
-    return NominalModel(**{k: float(x) for k, x in given.items() if x is not None})
+    """The shield's nominal model for a logged mission's [vehicle] table (None: the defaults)."""
+    return NominalModel.for_vehicle(VehicleSpec(**(vehicle or {})))
 
 
 def read_eal(path: Path) -> Track:

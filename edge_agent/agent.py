@@ -25,7 +25,7 @@ from edge_agent.bundle import Manifest
 from edge_agent.calibrator import Calibrator, CalibratorConfig, CalibratorTick
 from edge_agent.errors import BundleContractError
 from edge_agent.mission import Mission
-from edge_agent.nominal import NominalModel, SilenceBehavior
+from edge_agent.nominal import NominalModel, ShadowPredictions, SilenceBehavior
 from edge_agent.observation import ObservationBuilder, StateArrays
 from edge_agent.shield import Reason, Shield, ShieldConfig, ShieldInput
 
@@ -123,14 +123,7 @@ class AgentCore:
         self._timer = timer
         self._waypoints = np.asarray(mission.waypoints_ned_m, dtype=np.float64)
         self._accept_m = float(mission.acceptance_radius_m)
-        self._h = calibrator.config.horizon_ticks
-        self._tick = 0
-        self._last_now_s: float | None = None
-        self._last_cmd = np.zeros((n, 3))
-        # Shadows of the nominal model in flight, one started per tick (see _calibrate).
-        self._shadow_pos = np.zeros((self._h, n, 3))
-        self._shadow_vel = np.zeros((self._h, n, 3))
-        self._shadow_ok = np.zeros((self._h, n), dtype=bool)
+        self._shadows = ShadowPredictions(nominal, calibrator.config.horizon_ticks, n)
         self.goal_index = np.zeros(n, dtype=np.int_)
         self.prev_action = np.zeros((n, 4))
         self.margin_m = calibrator.margin_m.copy()
@@ -141,36 +134,9 @@ class AgentCore:
     def _calibrate(
         self, s: StateArrays, now_s: float, setpoint: F64, valid: NDArray[np.bool_]
     ) -> CalibratorTick:
-        """Score the nominal model and update the margin (the calibrator's score definition).
-
-        Every tick starts a shadow of the nominal model from the state now; every shadow then
-        flies one tick with the command just sent. The shadow started H ticks ago has flown the H
-        commands actually sent since, so its position is the model's prediction for now: a
-        policy that changes its command within the horizon is not mistaken for model error.
-        Shadows fly the time that really passed between ticks, so a loop that cannot hold its
-        rate is not mistaken for model error either.
-        """
-        h, n = self._h, self.n
-        if self._last_now_s is not None:
-            # Fly every shadow through the time since the last tick with the command then sent.
-            dt = min(max(now_s - self._last_now_s, 0.0), 1.0)
-            cmd = np.broadcast_to(self._last_cmd[None], (h, n, 3)).reshape(h * n, 3)
-            pos, vel = self.nominal.step(
-                self._shadow_pos.reshape(h * n, 3), self._shadow_vel.reshape(h * n, 3), cmd, dt
-            )
-            self._shadow_pos[...] = pos.reshape(h, n, 3)
-            self._shadow_vel[...] = vel.reshape(h, n, 3)
-        i = self._tick % h
-        d = s.pos_ned_m - self._shadow_pos[i]
-        score = np.sqrt(np.einsum("ij,ij->i", d, d))
-        cal = self.calibrator.update(score, valid & self._shadow_ok[i])
-        self._shadow_pos[i] = s.pos_ned_m
-        self._shadow_vel[i] = s.vel_ned_m_s
-        self._shadow_ok[i] = valid
-        self._last_cmd = setpoint[:, :3].copy()
-        self._last_now_s = now_s
-        self._tick += 1
-        return cal
+        """Score the nominal model and update the margin (edge_agent.nominal.ShadowPredictions)."""
+        score, counts = self._shadows.tick(now_s, s.pos_ned_m, s.vel_ned_m_s, valid, setpoint[:, :3])
+        return self.calibrator.update(score, counts)
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         """Restart progress (activation, or a new certification episode) for the masked vehicles."""
@@ -178,7 +144,7 @@ class AgentCore:
         self.goal_index[sel] = 0
         self.prev_action[sel] = 0.0
         self._alarm[sel] = False
-        self._shadow_ok[:, sel] = False
+        self._shadows.reset(mask)
         self.shield.reset(mask)
         self.calibrator.reset(mask)
         self.margin_m[sel] = self.calibrator.margin_m[sel]
@@ -365,14 +331,7 @@ def build_agent(
     onboard loop (n = 1) and certification (n in the thousands) build it."""
     rate_hz = manifest.control_rate_hz
     v = mission.vehicle
-    if nominal is None:
-        given = {
-            "tau_xy_s": v.velocity_tau_xy_s,
-            "tau_z_s": v.velocity_tau_z_s,
-            "accel_xy_m_s2": v.accel_m_s2,
-            "accel_z_m_s2": v.accel_m_s2,
-        }
-        nominal = NominalModel(**{k: x for k, x in given.items() if x is not None})
+    nominal = nominal or NominalModel.for_vehicle(v)
     if shield_config is None:
         shield_config = ShieldConfig() if v.latency_s is None else ShieldConfig(latency_s=v.latency_s)
     silence = SilenceBehavior.for_autopilot(mission, params)

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.errors import ConfigError
-from edge_agent.mission import SILENCE_DEFAULTS, Mission
+from edge_agent.mission import SILENCE_DEFAULTS, Mission, VehicleSpec
 
 F64 = NDArray[np.float64]
 
@@ -87,6 +87,17 @@ class NominalModel:
         g = np.stack([eh_t / safe_h, eh_t / safe_h, ez_t / safe_z], axis=-1)
         big_g = np.stack([ih / safe_h, ih / safe_h, iz / safe_z], axis=-1)
         return pos + cmd * t - err * big_g, cmd - err * g
+
+    @classmethod
+    def for_vehicle(cls, vehicle: VehicleSpec) -> NominalModel:
+        """The model for a mission's [vehicle] constants; the defaults where none are given."""
+        given = {
+            "tau_xy_s": vehicle.velocity_tau_xy_s,
+            "tau_z_s": vehicle.velocity_tau_z_s,
+            "accel_xy_m_s2": vehicle.accel_m_s2,
+            "accel_z_m_s2": vehicle.accel_m_s2,
+        }
+        return cls(**{k: x for k, x in given.items() if x is not None})
 
     def step(self, pos_ned_m: F64, vel_ned_m_s: F64, vel_cmd_ned_m_s: F64, dt_s: float) -> tuple[F64, F64]:
         """Advance [B, 3] position and velocity by dt_s with the command held; exact for the model."""
@@ -159,6 +170,56 @@ class SilenceBehavior:
         return cls(hold, brake, brake, 0.0, flavour)
 
 
+class ShadowPredictions:
+    """The calibrator's score: the nominal model flown through the commands actually sent.
+
+    Every tick starts a shadow of the model from the state then; between ticks every shadow flies
+    the time that really passed (clipped to [0, 1] s) with the command sent at the earlier tick. The
+    shadow started H ticks ago has flown the H commands sent since, so its position is the model's
+    prediction for now, and its distance to the position now is the score. A policy that changes
+    its command within the horizon, or a loop that cannot hold its rate, is not mistaken for model
+    error. One implementation, used by the onboard tick and by calibration from flight logs.
+    """
+
+    def __init__(self, model: NominalModel, horizon_ticks: int, n: int = 1) -> None:
+        self.model = model
+        self.h, self.n = horizon_ticks, n
+        self._pos = np.zeros((horizon_ticks, n, 3))
+        self._vel = np.zeros((horizon_ticks, n, 3))
+        self._ok = np.zeros((horizon_ticks, n), dtype=bool)
+        self._cmd = np.zeros((n, 3))
+        self._last_s: float | None = None
+        self._tick = 0
+
+    def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
+        """Forget the shadows of the masked vehicles (all when None): no score for H ticks."""
+        self._ok[:, slice(None) if mask is None else mask] = False
+
+    def tick(
+        self, now_s: float, pos_ned_m: F64, vel_ned_m_s: F64, valid: NDArray[np.bool_], cmd_ned_m_s: F64
+    ) -> tuple[F64, NDArray[np.bool_]]:
+        """Score now ([B] metres, and which scores count), then start a shadow from this state;
+        ``cmd_ned_m_s`` [B, 3] is the velocity command sent this tick (flown from the next tick)."""
+        h, n = self.h, self.n
+        if self._last_s is not None:
+            dt = min(max(now_s - self._last_s, 0.0), 1.0)
+            cmd = np.broadcast_to(self._cmd[None], (h, n, 3)).reshape(h * n, 3)
+            pos, vel = self.model.step(self._pos.reshape(h * n, 3), self._vel.reshape(h * n, 3), cmd, dt)
+            self._pos[...] = pos.reshape(h, n, 3)
+            self._vel[...] = vel.reshape(h, n, 3)
+        i = self._tick % h
+        d = pos_ned_m - self._pos[i]
+        score = np.sqrt(np.einsum("ij,ij->i", d, d))
+        counts = valid & self._ok[i]
+        self._pos[i] = pos_ned_m
+        self._vel[i] = vel_ned_m_s
+        self._ok[i] = valid
+        self._cmd = np.array(cmd_ned_m_s, dtype=np.float64)
+        self._last_s = now_s
+        self._tick += 1
+        return score, counts
+
+
 def silence_trajectory(
     model: NominalModel,
     silence: SilenceBehavior,
@@ -202,6 +263,7 @@ def silence_trajectory(
 __all__ = [
     "SILENCE_PARAM",
     "NominalModel",
+    "ShadowPredictions",
     "SilenceBehavior",
     "lag_error",
     "lag_error_one",
