@@ -21,8 +21,10 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``loop``: {"<rate>": {rate_hz, duration_s, ticks, achieved_rate_hz, jitter_p99_us, tick_p50_us,
   tick_p99_us, deadline_misses, dropped_ticks, missed_fraction, inference_deadline_misses, overruns,
   telemetry_to_setpoint_p50_us, telemetry_to_setpoint_p99_us, rss_steady_mib, end_reason}}.
-* ``startup``: {cold_start_s, import_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib,
-  modules, import_torch: {process_wall_s, import_s, rss_mib}}.
+* ``startup``: {cold_start_s (spawn → first setpoint, median of 3), cold_start_runs_s,
+  cold_start_to_exit_s, import_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib, modules,
+  bytecode_written, [cold_start_bytecode_cached_s, import_bytecode_cached_s when the interpreter
+  writes no bytecode], import_torch: {process_wall_s, import_s, rss_mib}}.
 * ``bridge``: {messages, encode_us_per_msg: {ours, pymavlink_send}, parse_us_per_msg: {ours,
   ours_4k_chunks, pymavlink_parse_buffer}, pty: {<reader>: {msg_per_s, us_per_msg, received, sent}}}.
 * ``certify``: {scenario, episode_s, full_episode_s, control_rate_hz, physics_substeps,
@@ -350,9 +352,15 @@ def render_table(doc: dict[str, Any]) -> str:
             lines.append(f"\n[3] start-up: skipped: {s['skipped']}")
         else:
             lines.append(
-                f"\n[3] start-up: cold start {s['cold_start_s']:.3f} s (imports {s['import_s']:.3f} s), "
+                f"\n[3] start-up: cold start {s['cold_start_s']:.3f} s (imports {s['import_s']:.3f} s; "
+                f"to process exit {s['cold_start_to_exit_s']:.3f} s), "
                 f"RSS {s['rss_at_first_setpoint_mib']:.1f} MiB, {len(s['modules'])} top-level modules"
             )
+            if "cold_start_bytecode_cached_s" in s:
+                lines.append(
+                    f"  with bytecode cached (as pip installs it): cold start {s['cold_start_bytecode_cached_s']:.3f} s "
+                    f"(imports {s['import_bytecode_cached_s']:.3f} s); this interpreter writes no bytecode"
+                )
             tt = s.get("import_torch", {})
             if "rss_mib" in tt:
                 lines.append(

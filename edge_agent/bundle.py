@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +242,8 @@ def write_manifest(bundle_dir: Path | str, data: Mapping[str, Any]) -> Path:
     text = _pretty_json(sealed) + "\n"
     target = bundle_dir / MANIFEST_NAME
     # Write beside the target and rename, so a crash never leaves a half-written manifest.
+    import tempfile  # the workstation writes manifests; the drone only reads them
+
     fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=".manifest-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:

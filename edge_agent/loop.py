@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,11 +46,14 @@ from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
 from edge_agent.shield import Reason
-from firmware_bridge.adapters import ArduPilotGuided, CustomFirmware, Px4Offboard, VehicleAdapter, activate
+from firmware_bridge.adapters import ArduPilotGuided, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
 from firmware_bridge.links import Link, ReconnectingLink
 from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind
 from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
+
+if TYPE_CHECKING:
+    from firmware_bridge.custom_adapter import CustomFirmware
 
 # MAV_SEVERITY
 _WARNING, _NOTICE, _INFO = 4, 5, 6
@@ -179,6 +182,8 @@ class Runtime:
         self.custom: CustomFirmware | None = None
         self.session: MavlinkSession | None = None
         if protocol == "custom":
+            from firmware_bridge.custom_adapter import CustomFirmware  # not imported for MAVLink flights
+
             self.custom = CustomFirmware(link, clock)
         elif protocol == "mavlink":
             self.session = MavlinkSession(link, clock, session_config)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 import termios
 import time
 import tty
@@ -34,11 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import serial
 
 from firmware_bridge.errors import LinkDownError, LinkError, LinkUrlError
+
+if TYPE_CHECKING:
+    import socket  # imported where a network link is opened: a serial flight does not need it
 
 DEFAULT_READ_BYTES = 65536
 """Default ``max_bytes`` of one ``read``: large chunks keep the per-byte cost of the parser low."""
@@ -302,6 +305,8 @@ class UdpLink(Link):
 
     def __init__(self, url: str, host: str, port: int, listen: bool) -> None:
         super().__init__(url, 0)
+        import socket
+
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -387,6 +392,8 @@ class TcpLink(Link):
         tx_buffer_bytes: int = DEFAULT_TX_BUFFER_BYTES,
     ) -> None:
         super().__init__(url, tx_buffer_bytes)
+        import socket
+
         try:
             self._sock = socket.create_connection((host, port), timeout=connect_timeout_s)
         except OSError as exc:
@@ -439,6 +446,8 @@ class TcpServerLink(Link):
         self, url: str, host: str, port: int, tx_buffer_bytes: int = DEFAULT_TX_BUFFER_BYTES
     ) -> None:
         super().__init__(url, tx_buffer_bytes)
+        import socket
+
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -473,6 +482,8 @@ class TcpServerLink(Link):
             client, _ = self._server.accept()
         except BlockingIOError:
             return
+        import socket
+
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.setblocking(False)
         self._client = client

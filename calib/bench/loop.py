@@ -14,6 +14,7 @@ first certified setpoint (imports, bundle verification, session, agent), timed f
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -193,28 +194,76 @@ print("READY " + json.dumps({"import_s": t1 - t0, "rss_kib": rss}), flush=True)
 """
 
 
-def _probe(code: str, *args: str) -> dict[str, Any]:
+def _probe(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a probe; ``ready_s`` is spawn → its READY line (read here), ``process_wall_s`` → its exit."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = None
+    ready = float("nan")
+    for raw in proc.stdout:
+        if raw.startswith("READY "):
+            ready = time.perf_counter() - t0
+            line = raw
+            break
+    try:
+        _rest, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BenchError("start-up probe did not exit within 120 s") from None
     wall = time.perf_counter() - t0
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("READY ")), None)
     if proc.returncode != 0 or line is None:
-        raise BenchError(f"start-up probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise BenchError(f"start-up probe failed: {err.strip().splitlines()[-1:]}")
     out: dict[str, Any] = json.loads(line[6:])
+    out["ready_s"] = ready
     out["process_wall_s"] = wall
     return out
 
 
-def measure_startup(bundle: Path, mission: Path) -> dict[str, Any]:
-    """Cold start (spawn → first certified, encoded setpoint), its RSS and modules; torch beside it."""
-    runtime = _probe(_PROBE, str(bundle), str(mission))
+def _median_probe(code: str, *args: str, runs: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The run with the median time to READY among ``runs`` probes (one warm-up first)."""
+    _probe(code, *args, env=env)  # warm the page cache (and, with a pycache prefix, the bytecode)
+    results = sorted((_probe(code, *args, env=env) for _ in range(max(runs, 1))), key=lambda r: r["ready_s"])
+    med = dict(results[len(results) // 2])
+    med["ready_s_all"] = [r["ready_s"] for r in results]
+    return med
+
+
+def measure_startup(bundle: Path, mission: Path, runs: int = 3) -> dict[str, Any]:
+    """Cold start (spawn → first certified, encoded setpoint), its RSS and modules; torch beside it.
+
+    ``cold_start_s`` stops the clock when the probe reports its first encoded setpoint (median of
+    ``runs``, after one warm-up run for the page cache); the old figure, spawn → process exit
+    (interpreter teardown included), is ``cold_start_to_exit_s``. When this interpreter writes no
+    bytecode (``PYTHONDONTWRITEBYTECODE``, as in the development container) every edge_agent and
+    firmware_bridge module is compiled from source at each start; ``cold_start_bytecode_cached_s``
+    is the same probe with the bytecode cached (in a temporary ``PYTHONPYCACHEPREFIX``), which is
+    what a pip-installed runtime sees.
+    """
+    runtime = _median_probe(_PROBE, str(bundle), str(mission), runs=runs)
     out: dict[str, Any] = {
-        "cold_start_s": runtime["process_wall_s"],
+        "cold_start_s": runtime["ready_s"],
+        "cold_start_runs_s": runtime["ready_s_all"],
+        "cold_start_to_exit_s": runtime["process_wall_s"],
         "import_s": runtime["import_s"],
         "load_to_first_setpoint_s": runtime["load_to_setpoint_s"],
         "rss_at_first_setpoint_mib": runtime["rss_kib"] / 1024.0,
         "modules": runtime["modules"],
+        "bytecode_written": not sys.flags.dont_write_bytecode,
     }
+    if sys.flags.dont_write_bytecode:
+        with tempfile.TemporaryDirectory(prefix="ea-pyc-") as pyc:
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            env["PYTHONPYCACHEPREFIX"] = pyc
+            cached = _median_probe(_PROBE, str(bundle), str(mission), runs=runs, env=env)
+        out["cold_start_bytecode_cached_s"] = cached["ready_s"]
+        out["import_bytecode_cached_s"] = cached["import_s"]
     try:
         torch = _probe(_TORCH_PROBE)
         out["import_torch"] = {
