@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calib.rollout import FAILURE_DEFINITIONS, EpisodeResults, failure_names, run_episodes
-from calib.scenario import ScenarioSpec, scenario_hash, scenario_mission
+from calib.scenario import ScenarioSpec, scenario_hash, scenario_mission, thrust_to_weight_floor
 from calib.stats import clopper_pearson_upper, cvar
 from edge_agent.bundle import MANIFEST_NAME, canonical_json, load_bundle
 from edge_agent.errors import BundleError, ConfigError
@@ -247,6 +247,7 @@ def certificate_section(
     return {
         "scenario": spec.to_dict(),
         "scenario_hash": scenario_hash(spec),
+        "thrust_to_weight_floor": thrust_to_weight_floor(spec),
         "bundle_hash": bundle_sha,
         "n": summary.n,
         "k": summary.k,

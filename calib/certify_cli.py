@@ -19,7 +19,7 @@ from calib.certify import (
     summarize,
 )
 from calib.rollout import EpisodeResults
-from calib.scenario import load_scenario, scenario_hash
+from calib.scenario import load_scenario, scenario_hash, thrust_to_weight_floor
 from calib.stats import episodes_needed
 from edge_agent.bundle import write_manifest_section
 from edge_agent.errors import ConfigError
@@ -89,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
     ticks = int(res.ticks.sum())
     print(
         f"scenario {spec.name!r} (hash {s_hash[:12]}), bundle {b_hash[:12]}, shield {'on' if shield else 'OFF'}"
+    )
+    tw = thrust_to_weight_floor(spec)
+    print(
+        "envelope: thrust-to-weight >= "
+        + ", ".join(f"{v:.2f} {k.replace('_', ' ')}" for k, v in tw.items())
+        + " (the weakest draw: heaviest payload, weakest motors)"
     )
     print(f"episodes N = {summary.n}, failures k = {summary.k}, β = {summary.beta:g}")
     print(f"ε(k, N, β) = {summary.epsilon:.4g}  (P(failure) ≤ ε with confidence 1 − β)")

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from edge_agent.errors import ConfigError, MissionError
 from edge_agent.mission import Mission, load_mission
+from sitl.airframe import G_M_S2, X500, Airframe
 
 F64 = NDArray[np.float64]
 
@@ -407,6 +408,28 @@ def sample_episodes(
     return EpisodeParams(ids, wind, gust, mass, eff, onset, pos, vel, yaw)
 
 
+def thrust_to_weight_floor(spec: ScenarioSpec, airframe: Airframe = X500) -> dict[str, float]:
+    """The smallest thrust-to-weight ratio any episode of the scenario can draw, healthy and after
+    its motor fault: the envelope a certificate holds for, stated beside it.
+
+    Healthy: every motor at the low end of ``motor_efficiency``, the mass at the top of
+    ``mass_scale``. After a fault one motor delivers at most e_w (``motor_fault_efficiency`` low
+    end) and the others e_h. Roll and pitch balance need diagonal partners to make equal thrust,
+    and the autopilot's mixer (PX4's, and ``sitl.control``'s) keeps roll and pitch before collective
+    and yaw: the weak motor at full, its partner throttled to match, the other pair at the mixer's
+    collective. That delivers (e_h + 3·e_w)/4 of the healthy maximum. Below about 1.25 the X500
+    flying the demo in wind sinks or tips (docs/certification.md, "Envelope").
+    """
+    v = spec.vehicle
+    nominal = airframe.max_thrust_n / (airframe.mass_kg * G_M_S2) / v.mass_scale.hi
+    e_h = v.motor_efficiency.lo
+    out = {"healthy": nominal * e_h}
+    if v.motor_fault_probability > 0.0:
+        e_w = min(v.motor_fault_efficiency.lo, e_h)
+        out["after_fault"] = nominal * (e_h + 3.0 * e_w) / 4.0
+    return out
+
+
 __all__ = [
     "Band",
     "EpisodeParams",
@@ -422,4 +445,5 @@ __all__ = [
     "scenario_hash",
     "scenario_mission",
     "sim_rng",
+    "thrust_to_weight_floor",
 ]
