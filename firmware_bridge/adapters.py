@@ -178,6 +178,35 @@ def setpoint_to_mavlink(
     )
 
 
+_SPT = mavlink.MAVLink_set_position_target_local_ned_message
+_SPT_ID: int = _SPT.id
+_SPT_CRC_EXTRA: int = _SPT.crc_extra
+_SPT_PACK = _SPT.unpacker.pack
+"""SET_POSITION_TARGET_LOCAL_NED's wire layout: time_boot_ms, x, y, z, vx, vy, vz, afx, afy, afz,
+yaw, yaw_rate, type_mask, target_system, target_component, coordinate_frame (pymavlink's pack order)."""
+
+
+def _velocity_payload(
+    setpoint: VelocityNedYawRate,
+    autopilot: Autopilot,
+    time_boot_ms: int,
+    target_system: int,
+    target_component: int,
+) -> bytes:
+    """The packed SET_POSITION_TARGET_LOCAL_NED payload ``setpoint_to_mavlink`` would give, checks included."""
+    vn, ve, vd = setpoint.vel_ned_m_s
+    rate = setpoint.yaw_rate_rad_s
+    if not (math.isfinite(vn) and math.isfinite(ve) and math.isfinite(vd) and math.isfinite(rate)):
+        _check_finite(setpoint)  # raises, naming the setpoint
+    mask = MASK_VELOCITY_YAW_RATE
+    if autopilot == Autopilot.ARDUPILOT and rate == 0.0:
+        mask = MASK_VELOCITY_ARDUPILOT
+    return _SPT_PACK(
+        time_boot_ms & 0xFFFFFFFF, 0, 0, 0, vn, ve, vd, 0, 0, 0, 0, rate, mask,
+        target_system, target_component, MAV_FRAME_LOCAL_NED,
+    )  # fmt: skip
+
+
 class _ControlLatch:
     """Shared bookkeeping: had control → lost it → latched until acknowledged."""
 
@@ -239,8 +268,17 @@ class _MavlinkAdapter:
         s = self.session
         sysid, compid = s._target()
         now = s._clock()
-        msg = setpoint_to_mavlink(setpoint, self.autopilot, (now - s._start_ns) // 1_000_000, sysid, compid)
-        s.send(msg)
+        time_boot_ms = (now - s._start_ns) // 1_000_000
+        if type(setpoint) is VelocityNedYawRate:
+            # The loop's every-tick path: the payload packed straight from the floats, without a
+            # pymavlink message object; byte-equal to setpoint_to_mavlink + encode (a test pins it).
+            s.send_payload(
+                _SPT_ID,
+                _SPT_CRC_EXTRA,
+                _velocity_payload(setpoint, self.autopilot, time_boot_ms, sysid, compid),
+            )
+        else:
+            s.send(setpoint_to_mavlink(setpoint, self.autopilot, time_boot_ms, sysid, compid))
         self.setpoints_sent += 1
         self._send_times.append(now)
 

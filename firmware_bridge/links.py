@@ -675,6 +675,8 @@ class ReconnectingLink(Link):
 
     def events(self) -> list[LinkEvent]:
         """Drain and return the queued link events, oldest first (the queue keeps the last 64)."""
+        if not self._events:  # the loop asks every tick
+            return []
         out = list(self._events)
         self._events.clear()
         return out

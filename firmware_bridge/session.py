@@ -260,6 +260,8 @@ class MavlinkSession:
 
     def events(self) -> list[SessionEvent]:
         """Drain the queued session events, oldest first."""
+        if not self._events:  # the loop asks every tick
+            return []
         out = list(self._events)
         self._events.clear()
         return out
@@ -302,6 +304,14 @@ class MavlinkSession:
         """Encode and write one pymavlink message (adapters send setpoints through this)."""
         try:
             self.link.write(self.encoder.encode(msg))
+        except LinkDownError as exc:
+            self.link_errors += 1
+            self._event(SessionEventKind.LINK_DOWN, self._clock(), str(exc))
+
+    def send_payload(self, msgid: int, crc_extra: int, payload: bytes) -> None:
+        """Frame and write an already packed payload (the setpoint fast path); as ``send`` otherwise."""
+        try:
+            self.link.write(self.encoder.encode_payload(msgid, crc_extra, payload))
         except LinkDownError as exc:
             self.link_errors += 1
             self._event(SessionEventKind.LINK_DOWN, self._clock(), str(exc))

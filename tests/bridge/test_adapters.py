@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
 from typing import Any
@@ -78,6 +79,50 @@ def test_non_finite_and_out_of_range_setpoints_are_refused() -> None:
         setpoint_to_mavlink(VelocityNedYawRate((math.nan, 0.0, 0.0)), Autopilot.PX4, 0, 1, 1)
     with pytest.raises(BridgeError, match=re.escape("thrust_frac must be in [0, 1], got 1.5")):
         setpoint_to_mavlink(RatesThrust((0.0, 0.0, 0.0), 1.5), Autopilot.PX4, 0, 1, 1)
+
+
+class _Capture(Link):
+    def __init__(self) -> None:
+        super().__init__("capture://")
+        self.frames: list[bytes] = []
+
+    def fileno(self) -> int:
+        return -1
+
+    def _read_raw(self, max_bytes: int) -> bytes:
+        return b""
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        self.frames.append(bytes(data))
+        return len(data)
+
+    def _close_raw(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("autopilot", [Autopilot.PX4, Autopilot.ARDUPILOT])
+def test_velocity_setpoints_are_byte_equal_to_the_pymavlink_message(autopilot: Autopilot) -> None:
+    """The adapter packs velocity setpoints without a message object; the frames must not change."""
+    rng = random.Random(7)
+    cases = [
+        (0.0, 0.0, 0.0, 0.0),
+        (-0.0, 1e-40, -3.5, -0.0),
+        (12.5, -7.25, 2.0, 0.7),
+        (3e38, -3e38, 1.0, 1e-7),
+    ]
+    cases += [tuple(rng.uniform(-20, 20) for _ in range(4)) for _ in range(50)]  # type: ignore[misc]
+    adapter_cls = ArduPilotGuided if autopilot == Autopilot.ARDUPILOT else Px4Offboard
+    for vn, ve, vd, rate in cases:
+        sp = VelocityNedYawRate((vn, ve, vd), rate)
+        fast, slow = _Capture(), _Capture()
+        clock = FakeClock()
+        s_fast, s_slow = MavlinkSession(fast, clock), MavlinkSession(slow, clock)
+        clock.advance(1.234567)
+        adapter_cls(s_fast).send(sp)
+        s_slow.send(setpoint_to_mavlink(sp, autopilot, (clock() - s_slow._start_ns) // 1_000_000, 1, 1))
+        assert fast.frames == slow.frames, sp
+    with pytest.raises(BridgeError, match=re.escape("refusing to send a non-finite setpoint")):
+        adapter_cls(MavlinkSession(_Capture(), FakeClock())).send(VelocityNedYawRate((0.0, math.inf, 0.0)))
 
 
 # -- activation against a scripted autopilot ----------------------------------------------------
