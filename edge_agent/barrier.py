@@ -167,7 +167,7 @@ class Barrier:
         self._init_scalar()
 
     def _init_scalar(self) -> None:
-        """Python-float copies of the constants for :meth:`raw_slack_one` (batch 1 onboard)."""
+        """Python-float copies of the constants for :meth:`filter_one` (batch 1 onboard)."""
         geo = self.geometry
         self._s_margin = self.margin_m.tolist()
         self._s_accel = self.accel_col.tolist()
@@ -306,27 +306,27 @@ class Barrier:
             col += 1
         return normals, dist
 
-    def raw_slack_one(
+    def _conditions_one(
         self,
-        pos: tuple[float, float, float],
-        vel: tuple[float, float, float],
-        margin_m: float,
-        latency_s: float,
+        normals: list[tuple[float, float, float]],
+        dist: list[float],
+        d_eff: list[float],
+        q: list[float],
+        sv: tuple[float, float],
         u: tuple[float, float, float],
         guard_m: float,
-    ) -> float | None:
-        """One vehicle's smallest slack for command u when every enforced condition holds with at
-        least ``guard_m`` to spare, else None (the caller then runs the batched :meth:`certify`).
-
-        The same arithmetic as :meth:`prepare` + :meth:`certify` in Python floats: at batch 1 the
-        ~150 numpy calls of the batched path cost far more than the arithmetic. Equal to the
-        batched result up to rounding; the guard keeps rounding from ever changing a decision.
+        fine_m: float,
+        need_kind: bool,
+    ) -> tuple[list[float], list[float], list[float], bool, float, int] | None:
+        """:meth:`_conditions` for one vehicle in Python floats: (w_u, bound, slack, violated, min
+        slack, the binding kind), or None where rounding could change a decision (then the batched
+        path decides). The bound and travel formulas are continuous across their branches, so only
+        the comparisons that pick a set are guarded: against the tolerance by ``fine_m`` (a
+        projected command sits on its boundary, slack ≈ 0 by construction, and that is decided
+        the same way by both paths as long as rounding stays far below the tolerance), the
+        recovery, disjunction and binding-kind choices by ``guard_m``.
         """
-        normals, dist = self._geometry_one(*pos)
-        vn, ve, vd = vel
         un, ue, ud = u
-        # speed bounds per column type (0 horizontal, 1 vertical), as in _coefficients
-        sv = (math.hypot(vn, ve), abs(vd))
         su = (math.hypot(un, ue), abs(ud))
         t = self.t_hold
         coefs = []
@@ -344,35 +344,120 @@ class Barrier:
                     max((t - big_g_hi) + (1.0 - g_hi) * c, 1e-12),
                 )
             )
-        lat = latency_s
+        tol = self.tol
+        wus: list[float] = []
+        bounds: list[float] = []
         slacks: list[float] = []
         rooms: list[float] = []
+        bads: list[bool] = []
         # Conditional expressions are cheaper than max(x, 0.0) and equal for every number; the
         # caller passes finite inputs only and normals are unit vectors, so q and p are never NaN.
-        for (nx, ny, nz), vert, dk, mk, ak in zip(
-            normals, self._s_vert, dist, self._s_margin, self._s_accel, strict=True
-        ):
+        for (nx, ny, nz), vert, dk, de, qk in zip(normals, self._s_vert, dist, d_eff, q, strict=True):
             a1, s1, d0, s0 = coefs[vert]
-            q = nx * vn + ny * ve + nz * vd
-            q = q if q > 0.0 else 0.0
-            d_eff = dk - mk - margin_m - (q + ak * lat) * lat
-            p = nx * un + ny * ue + nz * ud
-            p = p if p > 0.0 else 0.0
-            qa1, qd0 = q * a1, q * d0
-            travel = qa1 + (p - q) * s1 if p >= q else qd0 + p * s0
-            slacks.append(d_eff - travel)
-            rooms.append(d_eff - qd0)
+            wu = nx * un + ny * ue + nz * ud
+            p = wu if wu > 0.0 else 0.0
+            qa1, qd0 = qk * a1, qk * d0
+            room = de - qd0
+            bound = qk + (de - qa1) / s1 if de >= qa1 else room / s0
+            slack = de - (qa1 + (p - qk) * s1 if p >= qk else qd0 + p * s0)
+            recovering = room < 0.0 and qk == 0.0 and dk > 0.0
+            if recovering:
+                bound = 0.0
+                if abs(p - tol) < fine_m:
+                    return None
+            if abs(slack + tol) < fine_m or (qk == 0.0 and (abs(room) < guard_m or abs(dk) < guard_m)):
+                return None
+            wus.append(wu)
+            bounds.append(bound)
+            slacks.append(slack)
+            rooms.append(room)
+            bads.append(slack < -tol and not (recovering and p <= tol))
         for h, v in self._s_pairs:
             sh, sv_ = slacks[h], slacks[v]
             score_h = 1e12 + sh if sh >= 0 else rooms[h]
             score_v = 1e12 + sv_ if sv_ >= 0 else rooms[v]
             if not abs(score_v - score_h) > guard_m:
                 return None  # a near tie could go either way after rounding
-            slacks[h if score_v > score_h else v] = _OFF
-        for x in slacks:  # not min(): min() lets a NaN hide behind a later number
-            if not x >= guard_m:
+            off = h if score_v > score_h else v
+            slacks[off] = bounds[off] = _OFF
+            bads[off] = False
+        lowest = min(slacks)
+        if lowest != lowest:  # not min() alone: min() lets a NaN hide behind a later number
+            return None
+        kind = self._s_kind[slacks.index(lowest)]
+        if need_kind:
+            for k, x in enumerate(slacks):  # a near tie of another kind could flip the reason
+                if self._s_kind[k] != kind and not x - lowest > guard_m:
+                    return None
+        return wus, bounds, slacks, any(bads), lowest, kind
+
+    def filter_one(
+        self,
+        pos: tuple[float, float, float],
+        vel: tuple[float, float, float],
+        margin_m: float,
+        latency_s: float,
+        u: tuple[float, float, float],
+        guard_m: float,
+    ) -> tuple[tuple[float, float, float], int, float] | None:
+        """:meth:`prepare` + :meth:`certify` for one vehicle in Python floats: (command, reason,
+        min slack of the command) when the command passes or its projection is verified safe, else
+        None (infeasible, a zero command, or a decision within ``guard_m`` of a threshold): the
+        caller then runs the batched path. At batch 1 the ~150 numpy calls of the batched path cost
+        far more than the arithmetic. Decisions equal the batched path's; the projected command
+        equals it up to rounding (the same operations in another summation order).
+        """
+        normals, dist = self._geometry_one(*pos)
+        vn, ve, vd = vel
+        lat = latency_s
+        q: list[float] = []
+        d_eff: list[float] = []
+        for (nx, ny, nz), dk, mk, ak in zip(normals, dist, self._s_margin, self._s_accel, strict=True):
+            w0 = nx * vn + ny * ve + nz * vd
+            if w0 != 0.0 and abs(w0) < guard_m:
+                return None  # q == 0 decides recovery; rounding must not flip it
+            qk = w0 if w0 > 0.0 else 0.0
+            q.append(qk)
+            d_eff.append(dk - mk - margin_m - (qk + ak * lat) * lat)
+        sv = (math.hypot(vn, ve), abs(vd))
+        tol = self.tol
+        fine = max(0.1 * tol, 1e-12)
+        raw = self._conditions_one(normals, dist, d_eff, q, sv, u, guard_m, fine, True)
+        if raw is None:
+            return None
+        wu, bound, _, bad, raw_min, raw_kind = raw
+        if not bad:
+            return u, _NONE, raw_min
+        for b in bound:
+            # Infeasible: the zero command and the fallback. Exactly 0 is a recovery column's.
+            if not (b == 0.0 or b >= fine):
                 return None
-        return min(slacks)
+        vx, vy, vz = u
+        w = wu
+        for _ in range(self.iterations):
+            viol = [a - b for a, b in zip(w, bound, strict=True)]
+            vmax = max(viol)
+            if abs(vmax - tol) < fine:
+                return None  # the stop test is a near tie
+            if not vmax > tol:
+                break
+            if sum(1 for x in viol if vmax - x < fine) > 1:
+                return None  # so is the most-violated column
+            nx, ny, nz = normals[viol.index(vmax)]
+            vx, vy, vz = vx - vmax * nx, vy - vmax * ny, vz - vmax * nz
+            w = [nx * vx + ny * vy + nz * vz for nx, ny, nz in normals]
+        for a, b in zip(w, bound, strict=True):
+            if abs(a - b - tol) < fine:
+                return None  # whether this column shrinks the command is a near tie
+        ratio = min([b / a if a > b + tol else 1.0 for a, b in zip(w, bound, strict=True)])
+        ratio = min(max(ratio, 0.0), 1.0)
+        out = (vx * ratio, vy * ratio, vz * ratio)
+        if max(abs(out[0] - u[0]), abs(out[1] - u[1]), abs(out[2] - u[2])) < guard_m:
+            return None  # "modified" would hang on rounding
+        fin = self._conditions_one(normals, dist, d_eff, q, sv, out, guard_m, fine, False)
+        if fin is None or fin[3]:
+            return None  # not verified: the batched path decides (and the fallback takes over)
+        return out, raw_kind, fin[4]
 
     # -- conditions -----------------------------------------------------------------------
 
@@ -471,9 +556,11 @@ class Barrier:
                     break
                 v -= np.maximum(vmax, 0.0)[:, None] * nrm[r, k]
                 w = np.matmul(nrm, v[:, :, None])[..., 0]
-            # Whatever is left: shrink toward 0, which lies in every half-space (b ≥ 0).
+            # Whatever is left: shrink toward 0, which lies in every half-space (b ≥ 0). Only
+            # violations beyond the tolerance count: a column projected onto b = 0 keeps w ≈ ±1e-16,
+            # and b / w would then zero the whole command on rounding noise.
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(w > bd, bd / w, 1.0).min(axis=1)
+                ratio = np.where(w > bd + self.tol, bd / w, 1.0).min(axis=1)
             v *= np.clip(ratio, 0.0, 1.0)[:, None]
             out[todo] = v
         zero = ~ok & ~feasible

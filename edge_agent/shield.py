@@ -241,11 +241,12 @@ class Shield:
     def _certify_one(self, inp: ShieldInput) -> ShieldResult | None:
         """The common onboard tick in Python floats, or None when the batched path must decide.
 
-        Handles one vehicle whose inputs are all fresh and finite, with no alarm, no fallback
-        latched and a command (speed-clipped or not) that the barrier passes with room to spare:
-        then the batched path would return exactly this (same setpoint bits, layer, reason and
-        stage; the slack equal up to rounding). Anything else goes to :meth:`_certify`, so every
-        intervention is still decided by the one batched implementation.
+        Handles one vehicle whose inputs are all fresh and finite, with no alarm and no fallback
+        latched, whose command (speed-clipped or not) the barrier passes or projects onto a
+        verified safe command (:meth:`Barrier.filter_one`): then the batched path returns the same
+        layer, reason and stage, the same setpoint bits where the command passed and the same
+        setpoint up to rounding where it was projected. Anything else (the watchdog, an infeasible
+        tick, the fallback, a decision within 1 µm of a threshold) goes to :meth:`_certify`.
         """
         if (
             self.latch.stage[0] != 0
@@ -277,14 +278,17 @@ class Shield:
         yaw_c = min(max(yaw, lo[3]), hi[3])
         clipped = u[0] != an or u[1] != ae or u[2] != ad or yaw_c != yaw
         latency = self.config.latency_s + max(a_pos, a_vel)
-        slack = self.barrier.raw_slack_one(pos, vel, max(margin, 0.0), latency, u, self._guard_m)
-        if slack is None:
+        got = self.barrier.filter_one(pos, vel, max(margin, 0.0), latency, u, self._guard_m)
+        if got is None:
             return None
-        code = _SPEED if clipped else _NONE
+        cmd, code, slack = got
+        modified = cmd != u
+        if not modified:
+            code = _SPEED if clipped else _NONE
         return ShieldResult(
-            setpoint=np.array([[u[0], u[1], u[2], yaw_c]]),
-            intervened=np.array([clipped]),
-            layer=np.array([2 if clipped else 0], dtype=np.int64),
+            setpoint=np.array([[cmd[0], cmd[1], cmd[2], yaw_c]]),
+            intervened=np.array([clipped or modified]),
+            layer=np.array([2 if clipped or modified else 0], dtype=np.int64),
             reason=np.array([code], dtype=np.int64),
             fallback_stage=self.latch.stage.copy(),
             min_slack_m=np.array([slack]),
