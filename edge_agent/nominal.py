@@ -22,7 +22,7 @@ The calibrator's margin q_t absorbs the difference between this model and the ve
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,21 +179,139 @@ class ShadowPredictions:
     prediction for now, and its distance to the position now is the score. A policy that changes
     its command within the horizon, or a loop that cannot hold its rate, is not mistaken for model
     error. One implementation, used by the onboard tick and by calibration from flight logs.
+
+    The ring of H·n shadows is kept component-major, [3, H·n] (shadow j of ring slot i at column
+    i·n + j), and advanced in place with preallocated buffers: :meth:`NominalModel.step`'s
+    arithmetic, op for op, without its temporaries. When no shadow's velocity error exceeds the
+    saturation bound (horizontal ‖e‖ ≤ a_xy·τ_xy, vertical |e| ≤ a_z·τ_z) the saturated phase
+    of :func:`lag_error` is empty for every shadow and the step is the plain first-order lag,
+    ``v' = u − e·exp(−t/τ)``, ``p' = p + u·t − e·τ(1 − exp(−t/τ))`` (e = u − v): the same
+    numbers up to rounding, in a third of the operations. :meth:`tick_one` is the onboard batch
+    of one with Python floats in and out.
     """
 
     def __init__(self, model: NominalModel, horizon_ticks: int, n: int = 1) -> None:
         self.model = model
         self.h, self.n = horizon_ticks, n
-        self._pos = np.zeros((horizon_ticks, n, 3))
-        self._vel = np.zeros((horizon_ticks, n, 3))
+        m = horizon_ticks * n
+        self._pos = np.zeros((3, m))  # [3, H·n]: the ring, component-major
+        self._vel = np.zeros((3, m))
         self._ok = np.zeros((horizon_ticks, n), dtype=bool)
-        self._cmd = np.zeros((n, 3))
+        self._ok_flat = self._ok.reshape(m)  # a view
+        self._cmd_ring = np.zeros((3, m))  # the command being flown, repeated for every slot
+        self._cmd_view = self._cmd_ring.reshape(3, horizon_ticks, n)
+        self._cmd_rows = (self._cmd_ring[0], self._cmd_ring[1], self._cmd_ring[2])
         self._last_s: float | None = None
         self._tick = 0
+        #: Take the unsaturated step when it is exact (tests switch it off to compare).
+        self._linear = True
+        self._thr_h2 = (model.accel_xy_m_s2 * model.tau_xy_s) ** 2
+        self._thr_z2 = (model.accel_z_m_s2 * model.tau_z_s) ** 2
+        # Work buffers and views of them, allocated once (the tick is overhead-bound at n = 1).
+        self._e = np.empty((3, m))
+        self._w = np.empty((3, m))
+        self._eh = np.empty(m)
+        self._w_rows = (self._w[0], self._w[1], self._w[2])
+        self._views = (self._e[:2], self._e[2], self._w[:2])
+        self._r = [np.empty(m) for _ in range(6)]
+        self._mask = np.empty(m, dtype=bool)
+        # 0-d operands: numpy takes them as fast as arrays, unlike Python floats.
+        self._dt = np.zeros(())
+        self._k_h, self._k_z = np.zeros(()), np.zeros(())
+        self._d_h, self._d_z = np.zeros(()), np.zeros(())
+        self._zero, self._half, self._one = np.array(0.0), np.array(0.5), np.array(1.0)
+        a_xy, t_xy, a_z, t_z = model.accel_xy_m_s2, model.tau_xy_s, model.accel_z_m_s2, model.tau_z_s
+        self._consts_h = (np.array(a_xy * t_xy), np.array(a_xy), np.array(t_xy))
+        self._consts_z = (np.array(a_z * t_z), np.array(a_z), np.array(t_z))
 
     def reset(self, mask: NDArray[np.bool_] | None = None) -> None:
         """Forget the shadows of the masked vehicles (all when None): no score for H ticks."""
         self._ok[:, slice(None) if mask is None else mask] = False
+
+    def _set_cmd(self, cmd: F64) -> None:
+        """The command [n, 3] flown from the next tick on."""
+        self._cmd_view[...] = np.asarray(cmd, dtype=np.float64).T[:, None, :]
+
+    def _advance(self, dt: float) -> None:
+        """Every shadow flies dt with the held command: exact for the model (NominalModel.step)."""
+        pos, vel, cmd, e, w, eh = self._pos, self._vel, self._cmd_ring, self._e, self._w, self._eh
+        w0, w1, w2 = self._w_rows
+        e_xy, e_z, w_xy = self._views
+        np.subtract(cmd, vel, out=e)  # err = cmd − vel
+        np.multiply(e, e, out=w)
+        np.add(w0, w1, out=eh)  # squared horizontal error
+        if self._linear and eh.max() <= self._thr_h2 and w2.max() <= self._thr_z2:
+            # No shadow saturates (NaN compares False, so non-finite shadows take the general
+            # path): lag_error with t_lin = 0 is E·exp(−t/τ) and E·τ(1 − exp(−t/τ)).
+            m = self.model
+            d_h = math.exp(-dt / m.tau_xy_s)
+            d_z = math.exp(-dt / m.tau_z_s)
+            self._dt[()] = dt
+            self._k_h[()] = m.tau_xy_s * (1.0 - d_h)
+            self._k_z[()] = m.tau_z_s * (1.0 - d_z)
+            self._d_h[()] = d_h
+            self._d_z[()] = d_z
+            np.multiply(cmd, self._dt, out=w)
+            np.add(pos, w, out=pos)  # pos + cmd·t
+            np.multiply(e_xy, self._k_h, out=w_xy)
+            np.multiply(e_z, self._k_z, out=w2)
+            np.subtract(pos, w, out=pos)  # − err·G
+            np.multiply(e_xy, self._d_h, out=w_xy)
+            np.multiply(e_z, self._d_z, out=w2)
+            np.subtract(cmd, w, out=vel)  # cmd − err·g
+            return
+        self._advance_general(dt)
+
+    def _lag(self, e0: F64, consts: tuple[F64, F64, F64], out_e: F64, out_i: F64) -> None:
+        """:func:`lag_error` into buffers, op for op, for t = self._dt and (a·τ, a, τ) = consts;
+        then out_e and out_i divided by e0 (g and G of NominalModel._advance: 0 and NaN by 1)."""
+        a_tau, accel, tau = consts
+        t, zero, half, one = self._dt, self._zero, self._half, self._one
+        t_lin, tl, e1, dec, tmp, _ = self._r
+        np.subtract(e0, a_tau, out=t_lin)
+        np.maximum(t_lin, zero, out=t_lin)
+        np.divide(t_lin, accel, out=t_lin)
+        np.minimum(t, t_lin, out=tl)
+        np.multiply(accel, tl, out=e1)
+        np.subtract(e0, e1, out=e1)
+        np.subtract(t, tl, out=dec)
+        np.negative(dec, out=dec)
+        np.divide(dec, tau, out=dec)
+        np.exp(dec, out=dec)
+        np.multiply(e1, dec, out=out_e)  # E(t)
+        np.add(e0, e1, out=tmp)
+        np.multiply(half, tmp, out=tmp)
+        np.multiply(tmp, tl, out=tmp)
+        np.multiply(e1, tau, out=e1)
+        np.subtract(one, dec, out=dec)
+        np.multiply(e1, dec, out=e1)
+        np.add(tmp, e1, out=out_i)  # ∫ E
+        safe, mask = tmp, self._mask
+        np.greater(e0, zero, out=mask)
+        np.copyto(safe, e0)
+        np.logical_not(mask, out=mask)
+        np.copyto(safe, one, where=mask)
+        np.divide(out_e, safe, out=out_e)
+        np.divide(out_i, safe, out=out_i)
+
+    def _advance_general(self, dt: float) -> None:
+        pos, vel, cmd, e, w = self._pos, self._vel, self._cmd_ring, self._e, self._w
+        e_h, e_z, tmp, t = self._eh, self._r[5], self._r[4], self._dt
+        t[()] = dt
+        np.sqrt(e_h, out=e_h)  # it held the squared norm
+        np.abs(e[2], out=e_z)
+        g_h, big_h = w[0], w[1]  # the squares in w are no longer needed
+        self._lag(e_h, self._consts_h, g_h, big_h)
+        g_z, big_z = e_h, w[2]  # nor is e_h now
+        self._lag(e_z, self._consts_z, g_z, big_z)
+        for c, big in ((0, big_h), (1, big_h), (2, big_z)):  # pos + cmd·t − err·G
+            np.multiply(cmd[c], t, out=tmp)
+            np.add(pos[c], tmp, out=pos[c])
+            np.multiply(e[c], big, out=tmp)
+            np.subtract(pos[c], tmp, out=pos[c])
+        for c, g in ((0, g_h), (1, g_h), (2, g_z)):  # cmd − err·g
+            np.multiply(e[c], g, out=tmp)
+            np.subtract(cmd[c], tmp, out=vel[c])
 
     def tick(
         self, now_s: float, pos_ned_m: F64, vel_ned_m_s: F64, valid: NDArray[np.bool_], cmd_ned_m_s: F64
@@ -202,19 +320,47 @@ class ShadowPredictions:
         ``cmd_ned_m_s`` [B, 3] is the velocity command sent this tick (flown from the next tick)."""
         h, n = self.h, self.n
         if self._last_s is not None:
-            dt = min(max(now_s - self._last_s, 0.0), 1.0)
-            cmd = np.broadcast_to(self._cmd[None], (h, n, 3)).reshape(h * n, 3)
-            pos, vel = self.model.step(self._pos.reshape(h * n, 3), self._vel.reshape(h * n, 3), cmd, dt)
-            self._pos[...] = pos.reshape(h, n, 3)
-            self._vel[...] = vel.reshape(h, n, 3)
+            self._advance(min(max(now_s - self._last_s, 0.0), 1.0))
         i = self._tick % h
-        d = pos_ned_m - self._pos[i]
+        cols = slice(i * n, (i + 1) * n)
+        d = pos_ned_m - self._pos[:, cols].T
         score = np.sqrt(np.einsum("ij,ij->i", d, d))
         counts = valid & self._ok[i]
-        self._pos[i] = pos_ned_m
-        self._vel[i] = vel_ned_m_s
+        self._pos[:, cols] = np.asarray(pos_ned_m, dtype=np.float64).T
+        self._vel[:, cols] = np.asarray(vel_ned_m_s, dtype=np.float64).T
         self._ok[i] = valid
-        self._cmd = np.array(cmd_ned_m_s, dtype=np.float64)
+        self._set_cmd(cmd_ned_m_s)
+        self._last_s = now_s
+        self._tick += 1
+        return score, counts
+
+    def tick_one(
+        self,
+        now_s: float,
+        pos_ned_m: Sequence[float],
+        vel_ned_m_s: Sequence[float],
+        valid: bool,
+        cmd_ned_m_s: Sequence[float],
+    ) -> tuple[float, bool]:
+        """:meth:`tick` for a batch of one (the onboard loop), in Python floats: (score, counts)."""
+        if self.n != 1:
+            raise ConfigError(f"ShadowPredictions.tick_one needs n = 1, this ring holds n = {self.n}")
+        if self._last_s is not None:
+            self._advance(min(max(now_s - self._last_s, 0.0), 1.0))
+        i = self._tick % self.h
+        pos = self._pos
+        a, b, c = pos[:, i].tolist()
+        x, y, z = pos_ned_m
+        score = math.sqrt((x - a) * (x - a) + (y - b) * (y - b) + (z - c) * (z - c))
+        counts = valid and bool(self._ok_flat[i])
+        pos[:, i] = pos_ned_m
+        self._vel[:, i] = vel_ned_m_s
+        self._ok_flat[i] = valid
+        c0, c1, c2 = self._cmd_rows
+        u0, u1, u2 = cmd_ned_m_s
+        c0.fill(u0)
+        c1.fill(u1)
+        c2.fill(u2)
         self._last_s = now_s
         self._tick += 1
         return score, counts
