@@ -293,8 +293,13 @@ class Calibrator:
 
         For callers that predict by other means than :meth:`step`'s held prediction, e.g. a
         shadow of the nominal model flown through the commands actually sent (AgentCore).
-        ``valid`` [B]: the score can be trusted; non-finite scores are never scored.
+        ``valid`` [B]: the score can be trusted; non-finite scores are never scored. With one
+        vehicle (n = 1) they may be a Python float and a bool (the onboard tick's scalar path).
         """
+        if isinstance(score_m, float):
+            if self._fast:
+                return self._update_one(score_m, bool(valid))
+            score_m, valid = [score_m], [bool(valid)]
         score = np.array(score_m, dtype=np.float64)
         ok = np.asarray(valid, dtype=bool)
         if score.shape != (self.n,) or ok.shape != (self.n,):
@@ -401,14 +406,25 @@ class Calibrator:
         cus = max(float(self._cusum[0]) + (g - c.alarm_slack * scored_f), 0.0)
         self._cusum[0] = cus
         self._tick += 1
+        # Two allocations, handed out as [1]-views (one np.array per field costs twice as much).
+        f = np.array(
+            [
+                margin,
+                score,
+                n_miss / n_scored if n_scored else math.nan,
+                roll_miss / roll_scored if roll_scored else math.nan,
+            ],
+            dtype=np.float64,
+        )
+        b = np.array([miss, cus >= c.alarm_threshold or saturated, saturated], dtype=np.bool_)
         return CalibratorTick(
-            margin_m=np.array([margin]),
-            score_m=np.array([score]),
-            miss=np.array([miss]),
-            miscoverage=np.array([n_miss / n_scored if n_scored else math.nan]),
-            rolling_miscoverage=np.array([roll_miss / roll_scored if roll_scored else math.nan]),
-            alarm=np.array([cus >= c.alarm_threshold or saturated]),
-            saturated=np.array([saturated]),
+            margin_m=f[0:1],
+            score_m=f[1:2],
+            miss=b[0:1],
+            miscoverage=f[2:3],
+            rolling_miscoverage=f[3:4],
+            alarm=b[1:2],
+            saturated=b[2:3],
         )
 
     # ------------------------------------------------------------ strategies
