@@ -114,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loop-rates", type=_floats, default=[250.0, 1000.0], help="loop rates, Hz (default 250,1000)"
     )
+    parser.add_argument(
+        "--loop-realtime-priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fly the loop section at SCHED_FIFO: the agent with `edge-agent run --realtime-priority N`, the SITL at N-1",
+    )
     parser.add_argument("--batches", type=_ints, default=[1, 16, 256, 1024, 4096], help="certify batch sizes")
     parser.add_argument(
         "--episode-s", type=float, default=2.0, help="episode length timed by certify (default 2 s)"
@@ -227,7 +234,10 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
 
         assert bundle is not None
         out["loop"] = {
-            f"{r:g}": measure_loop(bundle, args.mission, r, args.loop_duration) for r in args.loop_rates
+            f"{r:g}": measure_loop(
+                bundle, args.mission, r, args.loop_duration, realtime_priority=args.loop_realtime_priority
+            )
+            for r in args.loop_rates
         }
     if "startup" in sections:
         from calib.bench.loop import measure_startup

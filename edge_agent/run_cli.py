@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="DANGEROUS, simulation only: bypass the barrier and fallback layers to show what the shield prevents",
     )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the loop at SCHED_FIFO priority N (1-99) so no ordinary process preempts a tick; "
+        "needs CAP_SYS_NICE (default: the normal scheduler)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
         "--public-key",
@@ -118,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         max_duration_s=args.max_duration,
         shield_enabled=not args.no_shield,
         end_action=args.end,
+        realtime_priority=args.realtime_priority,
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)

@@ -50,14 +50,31 @@ def rss_kib(pid: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def start_sitl(timeout_s: float = 30.0) -> tuple[subprocess.Popen[str], str]:
-    """Start the PX4 SITL on a pty; returns the process and the serial URL it printed."""
+def start_sitl(
+    timeout_s: float = 30.0, *, realtime_priority: int | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the PX4 SITL on a pty; returns the process and the serial URL it printed.
+
+    With ``realtime_priority`` the SITL runs at SCHED_FIFO: it stands in for the autopilot, which
+    on a vehicle has a processor of its own. Left at the normal scheduler on a loaded machine it is
+    preempted while it holds the pty's locks, and a SCHED_FIFO agent then waits in ``read`` for a
+    whole scheduler tick (4 ms) — a priority inversion a UART to a real autopilot does not have.
+    """
     proc = subprocess.Popen(
         _cli("sitl", "--flavor", "px4", "--link", "pty://"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    if realtime_priority is not None:
+        try:
+            os.sched_setscheduler(proc.pid, os.SCHED_FIFO, os.sched_param(realtime_priority))
+        except OSError as exc:
+            proc.kill()
+            raise BenchError(
+                f"cannot run the SITL at SCHED_FIFO priority {realtime_priority}: {exc.strerror}; "
+                f"run the bench with CAP_SYS_NICE or without --loop-realtime-priority"
+            ) from exc
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     seen: list[str] = []
@@ -76,9 +93,17 @@ def start_sitl(timeout_s: float = 30.0) -> tuple[subprocess.Popen[str], str]:
     )
 
 
-def measure_loop(bundle: Path, mission: Path, rate_hz: float, duration_s: float) -> dict[str, Any]:
-    """One flight of ``edge-agent run --rate rate_hz`` against the SITL for duration_s seconds."""
-    sitl, url = start_sitl()
+def measure_loop(
+    bundle: Path, mission: Path, rate_hz: float, duration_s: float, *, realtime_priority: int | None = None
+) -> dict[str, Any]:
+    """One flight of ``edge-agent run --rate rate_hz`` against the SITL for duration_s seconds.
+
+    With ``realtime_priority`` the agent runs at SCHED_FIFO (``--realtime-priority``) and the SITL
+    just below it (see :func:`start_sitl`).
+    """
+    sitl, url = start_sitl(
+        realtime_priority=None if realtime_priority is None else max(realtime_priority - 1, 1)
+    )
     log = Path(tempfile.mkdtemp(prefix="ea-bench-")) / "flight.eal"
     try:
         cmd = _cli(
@@ -86,6 +111,8 @@ def measure_loop(bundle: Path, mission: Path, rate_hz: float, duration_s: float)
             "--rate", f"{rate_hz:g}", "--max-duration", f"{duration_s:g}", "--end", "hold",
             "--json", "--log", str(log),
         )  # fmt: skip
+        if realtime_priority is not None:
+            cmd += ["--realtime-priority", str(realtime_priority)]
         t0 = time.monotonic()
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         rss: list[int] = []
@@ -111,7 +138,9 @@ def measure_loop(bundle: Path, mission: Path, rate_hz: float, duration_s: float)
             sitl.wait(timeout=5)
         except subprocess.TimeoutExpired:
             sitl.kill()
-    return _loop_figures(summary, log, rate_hz, rss)
+    figures = _loop_figures(summary, log, rate_hz, rss)
+    figures["realtime_priority"] = realtime_priority
+    return figures
 
 
 def _loop_figures(summary: dict[str, Any], log: Path, rate_hz: float, rss: list[int]) -> dict[str, Any]:
