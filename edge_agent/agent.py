@@ -31,6 +31,12 @@ from edge_agent.shield import Reason, Shield, ShieldConfig, ShieldInput
 
 F64 = NDArray[np.float64]
 
+_NAN4 = [math.nan] * 4
+# Templates copied for the batch-1 tick's [1]-arrays (a copy is cheaper than np.array([x])).
+_TRUE = np.ones(1, dtype=bool)
+_FALSE = np.zeros(1, dtype=bool)
+_ZERO_INDEX = np.zeros(1, dtype=np.int_)
+
 #: Action kinds the runtime flies today. The others are declared in the bundle format but the
 #: shield reasons about velocity commands only, so the runtime refuses them at start-up.
 FLYABLE_ACTION_KINDS = ("velocity_ned_yaw_rate", "velocity_enu_yaw_rate")
@@ -122,6 +128,8 @@ class AgentCore:
         self.inference_deadline_s = inference_deadline_s
         self._timer = timer
         self._waypoints = np.asarray(mission.waypoints_ned_m, dtype=np.float64)
+        self._goals = [tuple(w) for w in self._waypoints.tolist()]
+        self._enu = action_kind == "velocity_enu_yaw_rate"
         self._accept_m = float(mission.acceptance_radius_m)
         self._shadows = ShadowPredictions(nominal, calibrator.config.horizon_ticks, n)
         self.goal_index = np.zeros(n, dtype=np.int_)
@@ -225,35 +233,72 @@ class AgentCore:
 
     def _step_one(self, s: StateArrays, now_s: float, link_ok: NDArray[np.bool_]) -> Decision:
         """:meth:`step` for the onboard batch of one, with Python floats where numpy's per-call
-        overhead on [1]-arrays would dominate. Same stages, same order, same results (tested)."""
+        overhead on [1]-arrays would dominate. Same stages, same order, same results (tested).
+
+        The observation goes from Python floats straight into the policy's bound input buffer
+        (``ObservationBuilder.build_one``, ``PolicyRunner.act_one``); features without a scalar
+        form and non-finite values take the batched builder. The shield gets the arrays it takes.
+        """
         gi = int(self.goal_index[0])
         last = len(self._waypoints) - 1
-        pn, pe, pd = s.pos_ned_m[0].tolist()
-        gn, ge, gd = self._waypoints[gi].tolist()
+        pos = s.pos_ned_m[0].tolist()
+        vel = s.vel_ned_m_s[0].tolist()
+        pn, pe, pd = pos
+        gn, ge, gd = self._goals[gi]
         dn, de, dd = pn - gn, pe - ge, pd - gd
         reached = math.sqrt(dn * dn + de * de + dd * dd) < self._accept_m
         complete = reached and gi == last
         if reached and gi < last:
             gi += 1
             self.goal_index[0] = gi
-        goal = self._waypoints[gi : gi + 1]
 
-        obs = self.builder.build(s, goal, ned_to_action(self.action_kind, self.prev_action))
-        obs_finite = bool(np.isfinite(obs).all())
-        clean = obs.copy() if obs_finite else np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
-        t0 = self._timer() if self._timer else 0.0
-        try:
-            raw = self.policy.act(clean)
-            inference_ok = True
-        except Exception:  # an inference failure is a watchdog event, never a crash
-            raw = np.full((1, 4), np.nan, dtype=np.float32)
-            inference_ok = False
-        inference_s = (self._timer() - t0) if self._timer else 0.0
+        prev = self.prev_action[0].tolist()
+        if self._enu:  # ned_to_action
+            prev = [prev[1], prev[0], -prev[2], -prev[3]]
+        values = self.builder.build_one(s, pos, vel, self._goals[gi], prev)
+        policy = self.policy
+        act_one = getattr(policy, "act_one", None)
+        timer = self._timer
+        raw: list[float] | None = None
+        failed = False
+        if values is not None:  # finite (build_one returns None otherwise)
+            obs_finite = True
+            t0 = timer() if timer else 0.0
+            try:
+                if act_one is not None:
+                    raw = act_one(values)
+                else:
+                    out = policy.act(np.array([values], dtype=np.float32))
+                inference_ok = True
+            except Exception:  # an inference failure is a watchdog event, never a crash
+                inference_ok = False
+                failed = True
+        else:
+            obs = self.builder.build(
+                s, self._waypoints[gi : gi + 1], ned_to_action(self.action_kind, self.prev_action)
+            )
+            obs_finite = bool(np.isfinite(obs).all())
+            clean = obs.copy() if obs_finite else np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
+            t0 = timer() if timer else 0.0
+            try:
+                out = policy.act(clean)
+                inference_ok = True
+            except Exception:  # an inference failure is a watchdog event, never a crash
+                inference_ok = False
+                failed = True
+        inference_s = (timer() - t0) if timer else 0.0
         if inference_s > self.inference_deadline_s:
             inference_ok = False
-        raw_ned = action_to_ned(self.action_kind, raw.astype(np.float64))
-        if not obs_finite:  # a non-finite observation poisons the action
-            raw_ned[:] = np.nan
+        if failed or not obs_finite:  # a non-finite observation poisons the action
+            raw_ned = _NAN4
+        else:
+            if raw is None:
+                raw = out[0].tolist()  # float32 → float64, as astype
+            if self._enu:  # action_to_ned
+                raw_ned = [raw[1], raw[0], -raw[2], -raw[3]]
+            else:
+                raw_ned = raw
+        raw_action = np.array([raw_ned], dtype=np.float64)
 
         margin = self.margin_m
         res = self.shield.certify(
@@ -261,22 +306,26 @@ class AgentCore:
                 now_s=now_s,
                 pos_ned_m=s.pos_ned_m,
                 vel_ned_m_s=s.vel_ned_m_s,
-                action=raw_ned,
+                action=raw_action,
                 margin_m=margin,
                 signal_age_s=s.signal_age_s,
                 link_ok=link_ok,
-                inference_ok=np.array([inference_ok]),
+                inference_ok=(_TRUE if inference_ok else _FALSE).copy(),
                 calibrator_alarm=self._alarm,
             )
         )
         setpoint = res.setpoint
-        valid = math.isfinite(pn) and math.isfinite(pe) and math.isfinite(pd) and s.signal_age_s[0, 0] < 1.0
-        cal = self._calibrate(s, now_s, setpoint, np.array([valid]))
+        u0, u1, u2, _ = setpoint[0].tolist()
+        valid = math.isfinite(pn) and math.isfinite(pe) and math.isfinite(pd) and s.signal_age_s.item(0) < 1.0
+        score, counts = self._shadows.tick_one(now_s, pos, vel, valid, (u0, u1, u2))
+        cal = self.calibrator.update(score, counts)
         self.margin_m = cal.margin_m
         self._alarm = cal.alarm
         self.prev_action = setpoint
+        goal_index = _ZERO_INDEX.copy()
+        goal_index[0] = gi
         return Decision(
-            raw_action=raw_ned,
+            raw_action=raw_action,
             setpoint=setpoint,
             intervened=res.intervened,
             layer=res.layer,
@@ -287,8 +336,8 @@ class AgentCore:
             miscoverage=cal.miscoverage,
             alarm=cal.alarm,
             min_slack_m=res.min_slack_m,
-            goal_index=np.array([gi]),
-            mission_complete=np.array([complete]),
+            goal_index=goal_index,
+            mission_complete=(_TRUE if complete else _FALSE).copy(),
             inference_s=inference_s,
         )
 

@@ -7,13 +7,13 @@ bridge's snapshot, measures the age of every signal, and keeps the arrays alloca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_bridge.features import FeatureInputs, build_observation
+from firmware_bridge.features import FeatureInputs, ScalarObservation, build_observation, scalar_observation
 from firmware_bridge.types import Signal, VehicleState
 
 F64 = NDArray[np.float64]
@@ -23,6 +23,7 @@ SIGNALS = ("position", "velocity", "attitude", "rates")
 
 _NAN3 = (float("nan"),) * 3
 _UNIT_Q = (1.0, 0.0, 0.0, 0.0)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,23 +54,36 @@ def _age(sig: Signal | None, now_ns: int) -> float:
 
 def state_arrays(state: VehicleState, now_ns: int) -> StateArrays:
     """Convert one snapshot; missing signals become NaN (the watchdog turns them into a hold)."""
-    battery = np.array([_value(state.battery, (float("nan"),))[0]])
+    pos = _value(state.pos_ned_m, _NAN3)
+    vel = _value(state.vel_ned_m_s, _NAN3)
+    q = _value(state.q_wxyz, _UNIT_Q)
+    rates = _value(state.rates_frd_rad_s, _NAN3)
+    battery = _value(state.battery, (float("nan"),))[0]
+    ages = (
+        _age(state.pos_ned_m, now_ns),
+        _age(state.vel_ned_m_s, now_ns),
+        _age(state.q_wxyz, now_ns),
+        _age(state.rates_frd_rad_s, now_ns),
+    )
+    if len(pos) != 3 or len(vel) != 3 or len(q) != 4 or len(rates) != 3:
+        # A malformed snapshot keeps the shapes it has (and fails where they are checked).
+        return StateArrays(
+            pos_ned_m=np.array([pos], dtype=np.float64),
+            vel_ned_m_s=np.array([vel], dtype=np.float64),
+            q_wxyz=np.array([q], dtype=np.float64),
+            rates_frd_rad_s=np.array([rates], dtype=np.float64),
+            battery_frac=np.array([battery], dtype=np.float64),
+            signal_age_s=np.array([ages]),
+        )
+    # One allocation, handed out as views: this runs every tick of the onboard loop.
+    row = np.array([(*pos, *vel, *q, *rates, *ages, battery)], dtype=np.float64)
     return StateArrays(
-        pos_ned_m=np.array([_value(state.pos_ned_m, _NAN3)], dtype=np.float64),
-        vel_ned_m_s=np.array([_value(state.vel_ned_m_s, _NAN3)], dtype=np.float64),
-        q_wxyz=np.array([_value(state.q_wxyz, _UNIT_Q)], dtype=np.float64),
-        rates_frd_rad_s=np.array([_value(state.rates_frd_rad_s, _NAN3)], dtype=np.float64),
-        battery_frac=battery,
-        signal_age_s=np.array(
-            [
-                [
-                    _age(state.pos_ned_m, now_ns),
-                    _age(state.vel_ned_m_s, now_ns),
-                    _age(state.q_wxyz, now_ns),
-                    _age(state.rates_frd_rad_s, now_ns),
-                ]
-            ]
-        ),
+        pos_ned_m=row[:, 0:3],
+        vel_ned_m_s=row[:, 3:6],
+        q_wxyz=row[:, 6:10],
+        rates_frd_rad_s=row[:, 10:13],
+        battery_frac=row[0, 17:18],
+        signal_age_s=row[:, 13:17],
     )
 
 
@@ -104,6 +118,15 @@ class ObservationBuilder:
             for n in feature_names
         )
         self._action_size = action_size
+        self._one: ScalarObservation | None = scalar_observation(feature_names, clip_lo, clip_hi, action_size)
+        if self._one is not None and not (
+            np.all(np.abs(self._clip_lo) <= _F32_MAX) and np.all(np.abs(self._clip_hi) <= _F32_MAX)
+        ):
+            self._one = None  # a clipped value could overflow float32: the batched path checks that
+        inputs = self._one.inputs if self._one is not None else frozenset()
+        self._one_q = "q" in inputs
+        self._one_rates = "rates" in inputs
+        self._one_battery = "battery" in inputs
         self._n = 0
         self._out64 = np.empty((0, 0))
         self._out32 = np.empty((0, 0), dtype=np.float32)
@@ -133,3 +156,23 @@ class ObservationBuilder:
         build_observation(self.feature_names, self._clip_lo, self._clip_hi, inputs, out=self._out64)
         self._out32[...] = self._out64
         return self._out32
+
+    def build_one(
+        self,
+        s: StateArrays,
+        pos: Sequence[float],
+        vel: Sequence[float],
+        goal: Sequence[float],
+        prev_action: Sequence[float],
+    ) -> list[float] | None:
+        """One vehicle's observation as Python floats, for the onboard tick (pos and vel are
+        ``s``'s row 0 as floats, ``goal`` and ``prev_action`` likewise). Cast to float32, the
+        values equal :meth:`build`'s. None when :meth:`build` must be used instead: a feature
+        without a scalar form (geometry, heading) or a value that is not finite."""
+        one = self._one
+        if one is None:
+            return None
+        q = s.q_wxyz[0].tolist() if self._one_q else _UNIT_Q
+        rates = s.rates_frd_rad_s[0].tolist() if self._one_rates else _NAN3
+        battery = s.battery_frac.item(0) if self._one_battery else 0.0
+        return one(pos, vel, q, rates, goal, prev_action, battery)

@@ -8,6 +8,8 @@ so IO binding is what the runner keeps. A new batch size allocates (and keeps) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
@@ -59,6 +61,7 @@ class PolicyRunner:
         "_buffers",
         "_current_batch",
         "_obs_size",
+        "_one",
         "_session",
         "_state_size",
         "bundle",
@@ -78,6 +81,7 @@ class PolicyRunner:
             bundle.model_bytes, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
         )
         self._buffers: dict[int, _Buffers] = {}
+        self._one: _Buffers | None = None  # batch 1's buffers, once allocated
         self.reset()
 
     @property
@@ -109,6 +113,8 @@ class PolicyRunner:
         if buffers is None:
             buffers = _Buffers(self._session, batch, self._obs_size, self._action_size, self._state_size)
             self._buffers[batch] = buffers
+            if batch == 1:
+                self._one = buffers
         return buffers
 
     def act(self, obs: NDArray[np.floating]) -> F32:
@@ -130,6 +136,20 @@ class PolicyRunner:
         if buffers.state_in is not None and buffers.state_out is not None:
             np.copyto(buffers.state_in, buffers.state_out)
         return buffers.action.copy()
+
+    def act_one(self, obs: Sequence[float]) -> list[float]:
+        """:meth:`act` for one observation given as Python floats (the onboard tick): the values go
+        straight into the bound input buffer (cast to float32 as ``act`` casts them) and the action
+        comes back as Python floats, with no intermediate arrays."""
+        buffers = self._one
+        if buffers is None or len(obs) != self._obs_size or (self._state_size and self._current_batch != 1):
+            return self.act(np.array([obs], dtype=np.float32))[0].tolist()  # raises the explanatory error
+        buffers.obs[0] = obs
+        self._session.run_with_iobinding(buffers.binding)
+        if buffers.state_in is not None and buffers.state_out is not None:
+            np.copyto(buffers.state_in, buffers.state_out)
+        action: list[float] = buffers.action[0].tolist()
+        return action
 
     @property
     def state(self) -> F32 | None:

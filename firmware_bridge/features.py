@@ -13,6 +13,8 @@ orders and clips.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,3 +177,123 @@ def build_observation(
     np.maximum(obs, clip_lo, out=obs, where=finite)
     np.minimum(obs, clip_hi, out=obs, where=finite)
     return obs
+
+
+# ----------------------------------------------------------------------------- batch of one
+#: A feature of one vehicle from Python floats: (pos, vel, q, rates, goal, prev_action, battery).
+ScalarFeature = Callable[..., tuple[float, ...]]
+
+_S = float(np.sqrt(0.5))  # frames._Q_NED_TO_ENU's √½
+
+
+def _quat_mul1(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float, float]:
+    """:func:`firmware_bridge.frames.quat_mul` for one pair, the same operations in the same order."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return (
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    )
+
+
+def _q_enu_flu(q: tuple[float, ...]) -> tuple[float, float, float, float]:
+    return _quat_mul1(_quat_mul1((0.0, _S, _S, 0.0), q), (0.0, 1.0, 0.0, 0.0))
+
+
+# With finite inputs the frame swaps are exact (the batched matmul multiplies by 0 and ±1 and
+# adds zeros), so these equal _column's numbers; non-finite values are left to the batched path.
+_SCALAR: dict[str, ScalarFeature] = {
+    "goal_rel_ned_m": lambda p, v, q, r, g, a, b: (g[0] - p[0], g[1] - p[1], g[2] - p[2]),
+    "goal_rel_enu_m": lambda p, v, q, r, g, a, b: (g[1] - p[1], g[0] - p[0], -(g[2] - p[2])),
+    "pos_ned_m": lambda p, v, q, r, g, a, b: p,
+    "pos_enu_m": lambda p, v, q, r, g, a, b: (p[1], p[0], -p[2]),
+    "vel_ned_m_s": lambda p, v, q, r, g, a, b: v,
+    "vel_enu_m_s": lambda p, v, q, r, g, a, b: (v[1], v[0], -v[2]),
+    "q_wxyz_ned_frd": lambda p, v, q, r, g, a, b: q,
+    "q_wxyz_enu_flu": lambda p, v, q, r, g, a, b: _q_enu_flu(q),
+    "rates_frd_rad_s": lambda p, v, q, r, g, a, b: r,
+    "rates_flu_rad_s": lambda p, v, q, r, g, a, b: (r[0], -r[1], -r[2]),
+    "prev_action": lambda p, v, q, r, g, a, b: a,
+    "battery_frac": lambda p, v, q, r, g, a, b: (b,),
+}
+#: Which of (pos, vel, q, rates, battery) each scalar feature reads.
+SCALAR_INPUTS: dict[str, frozenset[str]] = {
+    "goal_rel_ned_m": frozenset({"pos"}),
+    "goal_rel_enu_m": frozenset({"pos"}),
+    "pos_ned_m": frozenset({"pos"}),
+    "pos_enu_m": frozenset({"pos"}),
+    "vel_ned_m_s": frozenset({"vel"}),
+    "vel_enu_m_s": frozenset({"vel"}),
+    "q_wxyz_ned_frd": frozenset({"q"}),
+    "q_wxyz_enu_flu": frozenset({"q"}),
+    "rates_frd_rad_s": frozenset({"rates"}),
+    "rates_flu_rad_s": frozenset({"rates"}),
+    "prev_action": frozenset(),
+    "battery_frac": frozenset({"battery"}),
+}
+
+
+class ScalarObservation:
+    """:func:`build_observation` for one vehicle in Python floats (the onboard batch of one).
+
+    Made by :func:`scalar_observation` for feature lists it can build exactly; call it with
+    sequences of floats (pos, vel, q, rates, goal, prev_action) and the battery fraction. It
+    returns the clipped values in the manifest's order, or None when one is not finite (NaN and
+    ±inf inputs, or an overflow): then :func:`build_observation` must decide, as it alone keeps
+    the batched path's handling of non-finite numbers. Finite results equal build_observation's.
+    """
+
+    __slots__ = ("_bounds", "_parts", "inputs", "size")
+
+    def __init__(self, parts: list[ScalarFeature], lo: list[float], hi: list[float], inputs: frozenset[str]):
+        self._parts = tuple(parts)
+        self._bounds = tuple(zip(lo, hi, strict=True))
+        self.size = len(lo)
+        self.inputs = inputs
+        """Which of pos, vel, q, rates, battery the features read (the others may be passed as ())."""
+
+    def __call__(
+        self,
+        pos: Sequence[float],
+        vel: Sequence[float],
+        q: Sequence[float],
+        rates: Sequence[float],
+        goal: Sequence[float],
+        prev_action: Sequence[float],
+        battery: float,
+    ) -> list[float] | None:
+        raw: list[float] = []
+        for part in self._parts:
+            raw.extend(part(pos, vel, q, rates, goal, prev_action, battery))
+        if len(raw) != self.size:
+            raise ValueError(f"observation has {len(raw)} values, the clip ranges {self.size}")
+        # A NaN or ±inf anywhere makes the sum non-finite (so does an overflowing sum: rare, and
+        # the batched path then decides just the same).
+        if not math.isfinite(sum(raw)):
+            return None
+        out: list[float] = []
+        for x, (lo, hi) in zip(raw, self._bounds):  # np.maximum(x, lo), then np.minimum(., hi)
+            if x < lo:
+                x = lo
+            if x > hi:
+                x = hi
+            out.append(x)
+        return out
+
+
+def scalar_observation(
+    names: list[str] | tuple[str, ...], clip_lo: F64, clip_hi: F64, action_size: int = 4
+) -> ScalarObservation | None:
+    """The batch-1 builder of these features, or None if one has no exact scalar form (the
+    geometry features, computed by the mission; the heading's sin and cos, whose numpy and libm
+    values may differ in the last bit)."""
+    if any(n not in _SCALAR for n in names):
+        return None
+    lo = [float(x) for x in np.asarray(clip_lo, dtype=np.float64).reshape(-1)]
+    hi = [float(x) for x in np.asarray(clip_hi, dtype=np.float64).reshape(-1)]
+    if len(lo) != observation_size(names, action_size) or len(hi) != len(lo):
+        return None
+    inputs = frozenset().union(*(SCALAR_INPUTS[n] for n in names))
+    return ScalarObservation([_SCALAR[n] for n in names], lo, hi, inputs)

@@ -14,7 +14,7 @@ Beside it, interleaved call by call so that machine load hits every column alike
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +109,27 @@ def export_variant(kind: str, hidden: int, out_dir: Path, quantize: bool) -> tup
 
 
 class _Recording:
-    """The runner, remembering the observation it was given (so the alternatives get the same)."""
+    """The runner, remembering the observation it was given (so the alternatives get the same).
+
+    The onboard tick hands a batch of one to ``act_one`` as Python floats; only a reference is
+    kept inside the timed tick, and :meth:`last_obs` makes the array afterwards.
+    """
 
     def __init__(self, runner: PolicyRunner) -> None:
         self.runner = runner
-        self.obs = np.zeros((1, runner.observation_size), dtype=np.float32)
+        self.obs: Any = np.zeros((1, runner.observation_size), dtype=np.float32)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         self.obs = obs
         return self.runner.act(obs)
+
+    def act_one(self, obs: Sequence[float]) -> list[float]:
+        self.obs = obs
+        return self.runner.act_one(obs)
+
+    def last_obs(self) -> np.ndarray:
+        """The last observation as a [1, D] float32 array of its own."""
+        return np.array(self.obs, dtype=np.float32).reshape(1, -1)
 
 
 class _Vehicle:
@@ -231,7 +243,7 @@ def measure_tick(
             )  # fmt: skip
             encoder.encode(msg)
             t1 = clock()
-            block_obs.append(recording.obs.copy())
+            block_obs.append(recording.last_obs())
             if k >= warmup:
                 samples["tick"].append(t1 - t0)
                 reason = int(d.reason[0])

@@ -11,6 +11,7 @@ must be identical; continuous diagnostics (slack, scores) equal up to rounding.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,17 +154,49 @@ class _Policy:
             raise RuntimeError("inference failed")
         out = np.zeros((obs.shape[0], 4), dtype=np.float32)
         out[:, :3] = 1.5 * obs[:, :3] - 0.2 * obs[:, 3:6]
-        out[:, 3] = 0.3
+        # every element counts (previous action, battery, fence): the raw action is compared exactly
+        out[:, 3] = 0.3 + 0.01 * obs[:, 6:].sum(axis=1) + 0.001 * obs[:, -1]
         return out
 
 
-def make_core(mission: Mission, kind: str) -> AgentCore:
-    names = ("goal_rel_ned_m", "vel_ned_m_s", "fence_dist_m", "prev_action")
-    lo = np.array([-20.0] * 3 + [-15.0] * 3 + [-50.0] + [-20.0] * 4)
+class _Timer:
+    """A clock whose inference times are random but the same for two cores with the same seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += float(self.rng.exponential(2e-4))
+        return self.t
+
+
+class _PolicyOne(_Policy):
+    """The same policy with the runner's batch-1 entry (Python floats in and out)."""
+
+    def act_one(self, obs: list[float]) -> list[float]:
+        out: list[float] = self.act(np.array([obs], dtype=np.float32))[0].tolist()
+        return out
+
+
+def make_core(
+    mission: Mission, kind: str, features: str = "geometry", policy: str = "act", deadline: bool = False
+) -> AgentCore:
+    """features: "geometry" (a fence distance: the batched builder) or "scalar" (the tick's
+    scalar observation); policy: "act" or "act_one" (the runner's batch-1 entry); deadline: a
+    random inference time and a deadline it sometimes misses."""
+    enu = kind == "velocity_enu_yaw_rate"
+    frame = "enu" if enu else "ned"
+    if features == "geometry":
+        names: tuple[str, ...] = ("goal_rel_ned_m", "vel_ned_m_s", "fence_dist_m", "prev_action")
+        lo = np.array([-20.0] * 3 + [-15.0] * 3 + [-50.0] + [-20.0] * 4)
+    else:
+        names = (f"goal_rel_{frame}_m", f"vel_{frame}_m_s", "prev_action", "battery_frac")
+        lo = np.array([-20.0] * 3 + [-15.0] * 3 + [-20.0] * 4 + [-1.0])
     silence = SilenceBehavior.for_autopilot(mission)
     nominal = NominalModel()
     return AgentCore(
-        policy=_Policy(fail_every=97),
+        policy=(_PolicyOne if policy == "act_one" else _Policy)(fail_every=97),
         action_kind=kind,
         builder=ObservationBuilder(names, lo, -lo, mission.geometry_features, 4),
         mission=mission,
@@ -171,16 +204,40 @@ def make_core(mission: Mission, kind: str) -> AgentCore:
         calibrator=Calibrator(CalibratorConfig(horizon_ticks=5, lr=0.05), n=1, warm_quantile_m=0.5),
         nominal=nominal,
         n=1,
+        # the deadline is missed on about one tick in ten
+        inference_deadline_s=4.6e-4 if deadline else float("inf"),
+        timer=_Timer(1) if deadline else None,
     )
 
 
 @pytest.mark.parametrize(
+    ("features", "policy", "deadline"),
+    [
+        ("geometry", "act", False),
+        ("scalar", "act", True),
+        ("scalar", "act_one", False),
+        ("scalar", "act_one", True),
+    ],
+)
+@pytest.mark.parametrize(
     ("mission_index", "kind"), [(0, "velocity_ned_yaw_rate"), (1, "velocity_enu_yaw_rate")]
 )
-def test_agent_tick_fast_path_equals_the_batched_tick(mission_index: int, kind: str) -> None:
+def test_agent_tick_fast_path_equals_the_batched_tick(
+    mission_index: int, kind: str, features: str, policy: str, deadline: bool
+) -> None:
     mission = missions()[mission_index]
-    fast, slow = make_core(mission, kind), make_core(mission, kind)
+    fast = make_core(mission, kind, features, policy, deadline)
+    slow = make_core(mission, kind, features, policy, deadline)
     slow._fast = False
+    scalar_obs = {"answered": 0}
+    build_one = fast.builder.build_one
+
+    def counting(*args: Any) -> list[float] | None:
+        out = build_one(*args)
+        scalar_obs["answered"] += out is not None
+        return out
+
+    fast.builder.build_one = counting  # type: ignore[method-assign]
     rng = np.random.default_rng(11 + mission_index)
     nominal = NominalModel()
     pos = np.array([[-20.0, -20.0, -10.0]])
@@ -217,3 +274,8 @@ def test_agent_tick_fast_path_equals_the_batched_tick(mission_index: int, kind: 
             slow.reset()
             pos = np.array([[rng.uniform(-25, 25), rng.uniform(-25, 25), -10.0]])
             vel = np.zeros((1, 3))
+    # The scalar observation answered on the finite ticks, and only where it can be exact.
+    if features == "scalar":
+        assert scalar_obs["answered"] > 400, scalar_obs
+    else:
+        assert scalar_obs["answered"] == 0, scalar_obs

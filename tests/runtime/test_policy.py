@@ -136,6 +136,37 @@ def test_recurrent_batch_change_needs_reset(gru_bundle: Bundle) -> None:
     assert runner.act(_obs(3)).shape == (3, 4)
 
 
+def test_act_one_equals_act(mlp_bundle: Bundle, gru_bundle: Bundle) -> None:
+    """The onboard tick's entry: Python floats in and out, the same numbers and state as act."""
+    for bundle in (mlp_bundle, gru_bundle):
+        one, batched = PolicyRunner(bundle), PolicyRunner(bundle)
+        obs = np.random.default_rng(5).uniform(-3, 3, size=(40, D))  # float64, rounded on the way in
+        for t in range(40):
+            got = one.act_one(obs[t].tolist())
+            want = batched.act(obs[t : t + 1])
+            assert isinstance(got, list) and all(isinstance(x, float) for x in got)
+            np.testing.assert_array_equal(np.array(got, dtype=np.float32), want[0])
+            assert got == want[0].tolist()
+            if t == 20:
+                one.reset()
+                batched.reset()
+        if bundle is gru_bundle:
+            s1, s2 = one.state, batched.state
+            assert s1 is not None and s2 is not None and s1.any()
+            np.testing.assert_array_equal(s1, s2)
+
+
+def test_act_one_refuses_what_act_refuses(mlp_bundle: Bundle, gru_bundle: Bundle) -> None:
+    runner = PolicyRunner(mlp_bundle)
+    for bad in ([0.0] * 11, [0.0]):  # one value must not broadcast over the row
+        with pytest.raises(BundleContractError, match="but the bundle expects"):
+            runner.act_one(bad)
+    gru = PolicyRunner(gru_bundle)
+    gru.reset(batch_size=3)
+    with pytest.raises(BundleContractError, match=re.escape("call reset(batch_size=1) first")):
+        gru.act_one([0.0] * D)
+
+
 def _median_us(fn: Callable[[], object], n: int) -> tuple[float, float]:
     times = np.empty(n)
     for i in range(n):
