@@ -20,7 +20,8 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``variants``: {variants: {<mlp_2x64|mlp_2x256|gru_64>_<fp32|int8>: {tick, onnxruntime_run, model_bytes}}}.
 * ``loop``: {"<rate>": {rate_hz, duration_s, ticks, achieved_rate_hz, jitter_p99_us, tick_p50_us,
   tick_p99_us, deadline_misses, dropped_ticks, missed_fraction, inference_deadline_misses, overruns,
-  telemetry_to_setpoint_p50_us, telemetry_to_setpoint_p99_us, rss_steady_mib, end_reason}}.
+  telemetry_to_setpoint_p50_us, telemetry_to_setpoint_p99_us, rss_steady_mib, end_reason,
+  realtime_priority (null, or the SCHED_FIFO priority of --loop-realtime-priority)}}.
 * ``startup``: {cold_start_s (spawn → first setpoint, median of 3), cold_start_runs_s,
   cold_start_to_exit_s, import_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib, modules,
   bytecode_written, [cold_start_bytecode_cached_s, import_bytecode_cached_s when the interpreter
