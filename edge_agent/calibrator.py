@@ -159,6 +159,42 @@ class CalibratorTick:
     """The wanted margin exceeded q_max_m, so the shield got less than the calibrator asked for."""
 
 
+class _OneVehicle:
+    """The scalar path's state (one vehicle, quantile tracker) in Python floats and lists."""
+
+    __slots__ = (
+        "cusum",
+        "margin",
+        "n_miss",
+        "n_scored",
+        "p",
+        "ring_margin",
+        "roll_miss",
+        "roll_scored",
+        "roll_sum_miss",
+        "roll_sum_scored",
+        "s_int",
+        "saturated",
+    )
+
+    def __init__(self, horizon_ticks: int, rolling_window_ticks: int) -> None:
+        self.ring_margin = [0.0] * horizon_ticks  # like the batched ring, kept across resets
+        self.roll_miss = [0.0] * rolling_window_ticks
+        self.roll_scored = [0.0] * rolling_window_ticks
+        self.restart(0.0, 0.0, False)
+
+    def restart(self, p: float, margin: float, saturated: bool) -> None:
+        """What Calibrator.reset does to the batched arrays, for this vehicle."""
+        self.n_scored = self.n_miss = 0.0
+        self.roll_sum_miss = self.roll_sum_scored = 0.0
+        self.roll_miss[:] = [0.0] * len(self.roll_miss)
+        self.roll_scored[:] = [0.0] * len(self.roll_scored)
+        self.cusum = self.s_int = 0.0
+        self.p = float(p)
+        self.margin = float(margin)
+        self.saturated = bool(saturated)
+
+
 class Calibrator:
     """Online conformal calibrator over a batch of B vehicles; O(1) memory and time per tick."""
 
@@ -214,12 +250,15 @@ class Calibrator:
         # so the default strategy has a scalar path (cross-checked against the batched one in tests).
         self._fast = n == 1 and c.method == "quantile_tracker"
         self._pi_half = math.pi / 2
+        self._one = _OneVehicle(h, c.rolling_window_ticks)
         self.reset()
 
     # ------------------------------------------------------------------ public
     @property
     def margin_m(self) -> FloatArray:
         """The current margin q_t [B] (a copy), as given by the last step or reset."""
+        if self._fast:
+            return np.array([self._one.margin])
         return self._margin.copy()
 
     def reset(self, mask: npt.ArrayLike | None = None) -> None:
@@ -253,6 +292,8 @@ class Calibrator:
         self._saturated[m] = self.warm_quantile_m > c.q_max_m
         if c.method == "dtaci":
             self._ring_expert_margin[:, m] = warm
+        if self._fast and (mask is None or bool(np.asarray(m)[0])):
+            self._one.restart(self.warm_quantile_m, warm, self.warm_quantile_m > c.q_max_m)
 
     def step(
         self, pos_ned_m: npt.ArrayLike, predicted_pos_ned_m: npt.ArrayLike, valid: npt.ArrayLike
@@ -359,22 +400,24 @@ class Calibrator:
         )
 
     def _update_one(self, score: float, valid: bool) -> CalibratorTick:
-        """The quantile tracker for one vehicle, in Python floats; same arithmetic as ``update``."""
+        """The quantile tracker for one vehicle, in Python floats; same arithmetic as ``update``.
+
+        Its state lives in :class:`_OneVehicle` (Python floats and lists: numpy's scalar reads and
+        writes cost more than the arithmetic); the batched arrays are not used by this path."""
         c = self.config
-        alpha = self._alpha
+        o = self._one
         i = self._tick % c.horizon_ticks
         scored = valid and math.isfinite(score)
         if scored:
-            miss = score > self._ring_margin[i, 0]
+            miss = score > o.ring_margin[i]
             miss_f = 1.0 if miss else 0.0
-            g = miss_f - alpha
-            n_scored = self._n_scored[0] = self._n_scored[0] + 1.0
-            n_miss = self._n_miss[0] = self._n_miss[0] + miss_f
-            p = float(self._p[0]) + c.lr * g
-            p = min(max(p, c.q_min_m), c.q_max_m)
-            self._p[0] = p
+            g = miss_f - self._alpha
+            n_scored = o.n_scored = o.n_scored + 1.0
+            n_miss = o.n_miss = o.n_miss + miss_f
+            p = o.p + c.lr * g
+            p = o.p = min(max(p, c.q_min_m), c.q_max_m)
             if c.ki_m != 0.0:
-                s_int = self._s_int[0] = self._s_int[0] + g
+                s_int = o.s_int = o.s_int + g
                 xx = s_int * math.log(n_scored) / (n_scored * c.c_sat)
                 if abs(xx) >= self._pi_half:
                     wanted = math.copysign(math.inf, xx)
@@ -382,29 +425,21 @@ class Calibrator:
                     wanted = p + c.ki_m * math.tan(xx)
             else:
                 wanted = p
-            saturated = wanted > c.q_max_m
-            margin = min(max(wanted, c.q_min_m), c.q_max_m)
-            self._margin[0] = margin
-            self._saturated[0] = saturated
+            saturated = o.saturated = wanted > c.q_max_m
+            margin = o.margin = min(max(wanted, c.q_min_m), c.q_max_m)
         else:
             score = math.nan
             miss = False
             miss_f = g = 0.0
-            n_scored = float(self._n_scored[0])
-            n_miss = float(self._n_miss[0])
-            margin = float(self._margin[0])
-            saturated = bool(self._saturated[0])
-        self._ring_margin[i, 0] = margin
+            n_scored, n_miss, margin, saturated = o.n_scored, o.n_miss, o.margin, o.saturated
+        o.ring_margin[i] = margin
         scored_f = 1.0 if scored else 0.0
         j = self._tick % c.rolling_window_ticks
-        roll_miss = self._roll_sum_miss[0] = self._roll_sum_miss[0] + (miss_f - self._roll_miss[j, 0])
-        roll_scored = self._roll_sum_scored[0] = self._roll_sum_scored[0] + (
-            scored_f - self._roll_scored[j, 0]
-        )
-        self._roll_miss[j, 0] = miss_f
-        self._roll_scored[j, 0] = scored_f
-        cus = max(float(self._cusum[0]) + (g - c.alarm_slack * scored_f), 0.0)
-        self._cusum[0] = cus
+        roll_miss = o.roll_sum_miss = o.roll_sum_miss + (miss_f - o.roll_miss[j])
+        roll_scored = o.roll_sum_scored = o.roll_sum_scored + (scored_f - o.roll_scored[j])
+        o.roll_miss[j] = miss_f
+        o.roll_scored[j] = scored_f
+        cus = o.cusum = max(o.cusum + (g - c.alarm_slack * scored_f), 0.0)
         self._tick += 1
         # Two allocations, handed out as [1]-views (one np.array per field costs twice as much).
         f = np.array(

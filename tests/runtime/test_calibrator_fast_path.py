@@ -72,9 +72,11 @@ def test_scalar_update_equals_the_batched_update(ki_m: float, q_min_m: float) ->
         np.testing.assert_allclose(fast.margin_m, slow.margin_m, rtol=1e-12, atol=1e-12)
         seen["saturated"] |= bool(c.saturated[0])
         seen["alarm"] |= bool(c.alarm[0])
-        if rng.random() < 0.01:
+        u = rng.random()
+        if u < 0.03:  # a full reset, a masked one, or a mask that spares the vehicle
+            mask = None if u < 0.01 else np.array([u < 0.02])
             for cal in (fast, arrays, slow):
-                cal.reset()
+                cal.reset(mask)
     # Without the integrator the clipped P-state never asks for more than q_max_m.
     assert seen["alarm"] and seen["saturated"] == (ki_m > 0), seen
 
