@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calib.stats import conformal_coverage_band, split_conformal_quantile
+from calib.stats import conformal_coverage_band, heldout_coverage_band, split_conformal_quantile
 from edge_agent.agent import HORIZON_S
 from edge_agent.calibrator import score_definition
 from edge_agent.errors import CalibrationError
@@ -102,10 +102,12 @@ def report(result: CalibrationResult) -> str:
         f"coverage of this calibration set ~ Beta: 5–95 % band [{lo:.3f}, {hi:.3f}] (target ≥ {1 - result.alpha:.3f})",
     ]
     if result.holdout_n:
-        inside = "inside" if lo <= result.holdout_coverage <= hi else "OUTSIDE"
+        h_lo, h_hi = heldout_coverage_band(result.n, result.alpha, result.holdout_n)
+        inside = "inside" if h_lo <= result.holdout_coverage <= h_hi else "OUTSIDE"
         lines.append(
-            f"held-out empirical coverage {result.holdout_coverage:.3f} on {result.holdout_n} scores ({inside} the band; "
-            f"a finite held-out set adds its own ±{1.64 * np.sqrt(0.25 / result.holdout_n):.3f} noise)"
+            f"held-out empirical coverage {result.holdout_coverage:.3f} on {result.holdout_n} scores: {inside} "
+            f"[{h_lo:.3f}, {h_hi:.3f}], the 5–95 % band of a correct calibration (Beta-Binomial: this "
+            f"calibration set's spread plus the held-out set's own)"
         )
     if result.dropped:
         lines.append(f"{result.dropped} episodes/samples had no score and were left out")

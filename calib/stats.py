@@ -216,6 +216,36 @@ def conformal_coverage_band(n: int, alpha: float, lo: float = 0.05, hi: float = 
     return beta_ppf(lo, a, b), beta_ppf(hi, a, b)
 
 
+def heldout_coverage_band(
+    n: int, alpha: float, m: int, lo: float = 0.05, hi: float = 0.95
+) -> tuple[float, float]:
+    """The [lo, hi] quantiles of the empirical coverage on m held-out exchangeable scores.
+
+    Two sources of spread: the calibration set's coverage C ~ Beta(k, n+1−k), and the held-out
+    count given C ~ Binomial(m, C); together the count is Beta-Binomial(m, k, n+1−k). Returned as
+    fractions of m (the band a correct calibration falls in 90 % of the time by default).
+    """
+    m = _check_int("m", m)
+    if m < 1:
+        raise CalibrationError(f"m = {m} held-out scores: need at least 1")
+    lo = _check_prob("lo", lo)
+    hi = _check_prob("hi", hi)
+    conformal_coverage_band(n, alpha, lo, hi)  # the same checks on n and α
+    a, b = float(split_conformal_rank(n, alpha)), float(n + 1 - split_conformal_rank(n, alpha))
+    # log pmf of Beta-Binomial(m, a, b) at j = 0..m, by log-gamma (no scipy on this path)
+    base = math.lgamma(m + 1) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) - math.lgamma(m + a + b)
+    logs = [
+        base - math.lgamma(j + 1) - math.lgamma(m - j + 1) + math.lgamma(j + a) + math.lgamma(m - j + b)
+        for j in range(m + 1)
+    ]
+    top = max(logs)
+    pmf = np.exp(np.array(logs) - top)
+    cdf = np.cumsum(pmf) / pmf.sum()
+    j_lo = int(np.searchsorted(cdf, lo))  # smallest j with P(X ≤ j) ≥ lo
+    j_hi = int(np.searchsorted(cdf, hi))
+    return j_lo / m, j_hi / m
+
+
 def cvar(values: npt.ArrayLike, level: float) -> float:
     """Lower-tail CVaR: the mean of the m = ⌈(1−level)·n⌉ smallest values (worst minimum distances)."""
     level = _check_prob("level", level)

@@ -17,6 +17,7 @@ from calib.stats import (
     conformal_coverage_band,
     cvar,
     episodes_needed,
+    heldout_coverage_band,
     split_conformal_quantile,
     split_conformal_rank,
 )
@@ -153,6 +154,22 @@ def test_stationary_coverage_lies_in_the_beta_band() -> None:
     # and the test can fail: a naive (1−α) empirical quantile under-covers on average
     naive = np.sort(scores, axis=1)[:, math.ceil(n * (1 - alpha)) - 2]
     assert naive.mean() < 1 - alpha - 4 * se
+
+
+def test_heldout_band_is_the_beta_binomial_and_holds_in_simulation() -> None:
+    n, alpha, m = 500, 0.1, 250
+    lo, hi = heldout_coverage_band(n, alpha, m)
+    ref = sps.betabinom(m, 451, 50)
+    assert lo * m == ref.ppf(0.05) and hi * m == ref.ppf(0.95)
+    assert hi - lo > 0.05  # wider than the calibration set's own band (0.044)
+    # 4000 calibrations of n uniform scores, each checked on m fresh ones: ~90 % fall inside.
+    rng = np.random.default_rng(5)
+    q = np.sort(rng.random((4000, n)), axis=1)[:, split_conformal_rank(n, alpha) - 1]
+    cov = (rng.random((4000, m)) <= q[:, None]).mean(axis=1)
+    inside = np.mean((cov >= lo) & (cov <= hi))
+    assert 0.87 < inside < 0.97  # ≥ 90 % by construction (discrete quantiles), not far above
+    with pytest.raises(CalibrationError, match="at least 1"):
+        heldout_coverage_band(n, alpha, 0)
 
 
 # ---------------------------------------------------------------- CVaR
