@@ -16,7 +16,8 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``schema`` (1), ``command`` (argv), ``machine`` {cpu_model, cpus, load_avg_start, load_avg_end,
   python, numpy, onnxruntime, platform}, ``wall_s``.
 * ``tick``: {tick, onnxruntime_run, torch_eager, sb3_predict: {p50_us, p99_us, p99_9_us, mean_us, n}
-  (or {skipped: reason}), speed_clip_fraction, shield_full_path_fraction, ratios: {tick_over_<alt>_p50}, model_bytes}.
+  (or {skipped: reason}), speed_clip_fraction, barrier_projection_fraction, shield_full_path_fraction (ticks the shield's
+  batched path decided: the watchdog, an infeasible tick, the fallback), ratios: {tick_over_<alt>_p50}, model_bytes}.
 * ``variants``: {variants: {<mlp_2x64|mlp_2x256|gru_64>_<fp32|int8>: {tick, onnxruntime_run, model_bytes}}}.
 * ``loop``: {"<rate>": {rate_hz, duration_s, ticks, achieved_rate_hz, jitter_p99_us, tick_p50_us,
   tick_p99_us, deadline_misses, dropped_ticks, missed_fraction, inference_deadline_misses, overruns,
@@ -336,8 +337,9 @@ def render_table(doc: dict[str, Any]) -> str:
             lines.append(f"  {key:36s} {v:6.2f}")
         if "shield_full_path_fraction" in t:
             lines.append(
-                f"  shield: speed clip on {100 * t['speed_clip_fraction']:.1f} % of ticks, barrier/fallback/watchdog "
-                f"(the batched path) on {100 * t['shield_full_path_fraction']:.1f} %"
+                f"  shield: speed clip on {100 * t['speed_clip_fraction']:.1f} % of ticks, barrier projection on "
+                f"{100 * t.get('barrier_projection_fraction', 0.0):.1f} %, the batched path (watchdog, infeasible, "
+                f"fallback) on {100 * t['shield_full_path_fraction']:.1f} %"
             )
     if "variants" in doc:
         lines.append("\n[6] policy sizes (tick / bare onnxruntime)")

@@ -209,6 +209,8 @@ class Shield:
         self._high = self.action_high.tolist()
         #: Slack the scalar path needs before it decides alone: far above rounding (~1e-12 m).
         self._guard_m = 1e-6 + config.tolerance_m
+        #: Calls decided by the batched path (at batch 1: those the scalar path handed over).
+        self.batched_calls = 0
 
     def reset(self, mask: B8 | None = None) -> None:
         """Forget the fallback latch (activation, new episode) for the masked vehicles (all if None)."""
@@ -235,6 +237,7 @@ class Shield:
             fast = self._certify_one(inp)
             if fast is not None:
                 return fast
+        self.batched_calls += 1
         with np.errstate(all="ignore"):
             return self._certify(inp)
 

@@ -44,6 +44,7 @@ def test_bench_json_has_every_documented_key(tmp_path: Path) -> None:
     assert tick["sb3_predict"] == {"skipped": "not requested (--no-sb3)"}
     assert {"tick_over_onnxruntime_run_p50", "tick_over_torch_eager_p50"} <= set(tick["ratios"])
     assert 0.0 <= tick["shield_full_path_fraction"] <= 1.0
+    assert 0.0 <= tick["barrier_projection_fraction"] <= 1.0
     loop = doc["loop"]["250"]
     assert {
         "achieved_rate_hz", "jitter_p99_us", "deadline_misses", "dropped_ticks", "missed_fraction",

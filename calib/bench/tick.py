@@ -42,7 +42,8 @@ ACTION_LOW = (-5.0, -5.0, -1.5, -1.0)
 ACTION_HIGH = (5.0, 5.0, 1.5, 1.0)
 #: Calls of each kind per block (see measure_tick).
 BLOCK = 50
-_NONE, _SPEED = int(Reason.NONE), int(Reason.SPEED_LIMIT)
+_SPEED = int(Reason.SPEED_LIMIT)
+_BARRIER = (int(Reason.FENCE), int(Reason.ALTITUDE), int(Reason.KEEPOUT))
 #: Policy variants of section 6: (name, kind, hidden width).
 VARIANTS = (("mlp_2x64", "mlp", 64), ("mlp_2x256", "mlp", 256), ("gru_64", "gru", 64))
 
@@ -222,7 +223,7 @@ def measure_tick(
         notes["sb3_predict"] = skipped("not requested (--no-sb3)")
 
     samples: dict[str, list[int]] = {"tick": [], **{k: [] for k in alternatives}}
-    full_path = speed_clip = 0
+    full_path = speed_clip = projected = 0
     clock = time.perf_counter_ns
     warmup = min(200, ticks // 5)
     # Blocks of BLOCK calls of each, alternating: every column sees the same load over the run,
@@ -240,6 +241,7 @@ def measure_tick(
             for _ in range(min(BLOCK, ticks + warmup - k)):
                 st = vehicle.state()
                 now = vehicle.now_ns
+                batched_before = core.shield.batched_calls
                 t0 = clock()
                 arrays = state_arrays(st, now)
                 d = core.step(arrays, now * 1e-9, link_ok)
@@ -255,7 +257,8 @@ def measure_tick(
                     samples["tick"].append(t1 - t0)
                     reason = int(d.reason[0])
                     speed_clip += reason == _SPEED
-                    full_path += reason not in (_NONE, _SPEED)
+                    projected += reason in _BARRIER and d.layer[0] == 2
+                    full_path += core.shield.batched_calls > batched_before
                 k += 1
                 vehicle.advance(sp)
                 if d.mission_complete[0] or d.fallback_stage[0] >= 3:
@@ -273,6 +276,7 @@ def measure_tick(
     out: dict[str, Any] = {k: percentiles_us(v[warmup:] if k != "tick" else v) for k, v in samples.items()}
     out.update(notes)
     out["speed_clip_fraction"] = speed_clip / max(ticks, 1)
+    out["barrier_projection_fraction"] = projected / max(ticks, 1)
     out["shield_full_path_fraction"] = full_path / max(ticks, 1)
     tick50 = out["tick"]["p50_us"]
     ratios: dict[str, float] = {}

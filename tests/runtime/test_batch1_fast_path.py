@@ -90,7 +90,7 @@ def test_shield_fast_path_decides_like_the_batched_path(mission_index: int) -> N
     slow = Shield(mission, NominalModel(), silence, ShieldConfig(), n=1)
     slow._fast = False
     rng = np.random.default_rng(mission_index)
-    took_fast = projected_fast = 0
+    took_fast = projected_fast = handed_over = 0
     layers: set[int] = set()
     barrier_reasons = {int(Reason.FENCE), int(Reason.ALTITUDE), int(Reason.KEEPOUT)}
     for k in range(1500):
@@ -98,6 +98,7 @@ def test_shield_fast_path_decides_like_the_batched_path(mission_index: int) -> N
         one = fast._certify_one(inp)
         took_fast += one is not None and fast.latch.stage[0] == 0
         projected_fast += one is not None and int(one.reason[0]) in barrier_reasons
+        handed_over += one is None
         a, b = fast.certify(inp), slow.certify(inp)
         assert_same_result(a, b)
         layers.add(int(b.layer[0]))
@@ -107,6 +108,7 @@ def test_shield_fast_path_decides_like_the_batched_path(mission_index: int) -> N
     # Both paths were exercised, and every layer acted at least once.
     assert took_fast > 80, took_fast
     assert projected_fast > 20, projected_fast  # the scalar projection ran, and matched
+    assert fast.batched_calls == handed_over and slow.batched_calls == 1500  # what the bench counts
     assert layers == {0, 1, 2, 3}, layers
 
 
