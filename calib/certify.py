@@ -217,9 +217,10 @@ def summarize(res: EpisodeResults, beta: float) -> CertificateSummary:
     )
 
 
-def code_version() -> dict[str, str]:
-    """The package version and, when run from a git checkout, the commit."""
-    out = {}
+def code_version() -> dict[str, str | bool]:
+    """The package version and, when run from a git checkout, the commit and whether tracked files
+    differed from it. Taken when a campaign starts: the code that flew, not the code at the end."""
+    out: dict[str, str | bool] = {}
     try:
         out["edge_agent"] = metadata.version("edge-agent")
     except metadata.PackageNotFoundError:
@@ -235,13 +236,27 @@ def code_version() -> dict[str, str]:
         ).stdout.strip()
         if commit:
             out["git_commit"] = commit
+            changed = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            out["git_dirty"] = bool(changed)
     except (OSError, subprocess.SubprocessError):
         pass
     return out
 
 
 def certificate_section(
-    spec: ScenarioSpec, summary: CertificateSummary, *, shield_enabled: bool, bundle_sha: str
+    spec: ScenarioSpec,
+    summary: CertificateSummary,
+    *,
+    shield_enabled: bool,
+    bundle_sha: str,
+    code: dict[str, str | bool] | None = None,
 ) -> dict[str, Any]:
     """The manifest's ``certificate`` section."""
     return {
@@ -262,7 +277,7 @@ def certificate_section(
         "min_distance_percentiles_m": summary.min_distance_percentiles_m,
         "min_distance_cvar95_m": summary.min_distance_cvar_m,
         "failing_episodes": summary.failing_episodes[:100],
-        "code_version": code_version(),
+        "code_version": code if code is not None else code_version(),
     }
 
 

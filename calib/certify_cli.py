@@ -14,6 +14,7 @@ from calib.certify import (
     ProgressFile,
     bundle_hash,
     certificate_section,
+    code_version,
     episode_range,
     run_campaign,
     summarize,
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(res.n)
         bar.set_postfix(failures=failures)
 
+    code = code_version()  # before flying: what the certificate describes is the code that flew
     t0 = time.perf_counter()
     res = run_campaign(
         bundle,
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wall {wall:.1f} s for the episodes flown now; {ticks} agent ticks in all")
 
-    section = certificate_section(spec, summary, shield_enabled=shield, bundle_sha=b_hash)
+    section = certificate_section(spec, summary, shield_enabled=shield, bundle_sha=b_hash, code=code)
     results_path = args.results or bundle.parent / f"{bundle.name}.certify.json"
     results_path.write_text(
         json.dumps({"certificate": section, "wall_s": wall, "episodes": res.to_lists()}, indent=None) + "\n",

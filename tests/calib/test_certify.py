@@ -118,6 +118,10 @@ def test_certify_cli_prints_the_bound_and_writes_the_certificate(
     assert cert["scenario_hash"] == scenario_hash(load_scenario(scenario_path))
     assert "independent and identically distributed" in cert["iid_statement"]
     assert json.loads(out.read_text())["certificate"]["epsilon"] == cert["epsilon"]
+    assert "thrust-to-weight >=" in text and set(cert["thrust_to_weight_floor"]) >= {"healthy"}
+    version = cert["code_version"]
+    if "git_commit" in version:  # run from a checkout: the commit that flew, and whether it was edited
+        assert len(version["git_commit"]) == 40 and isinstance(version["git_dirty"], bool)
     # A rerun with --resume flies nothing new (the certificate does not change the bundle hash).
     rc = main(
         [
