@@ -284,7 +284,8 @@ class Cascade:
         if lowest <= _ATTITUDE:
             if uniform_kind is None or uniform_kind == _ATTITUDE:
                 att = (kind == _ATTITUDE)[:, None]
-                qn = sp[:, :4] / np.sqrt(np.sum(sp[:, :4] ** 2, axis=1, keepdims=True))
+                with np.errstate(divide="ignore", invalid="ignore"):  # rows of other kinds: discarded
+                    qn = sp[:, :4] / np.sqrt(np.sum(sp[:, :4] ** 2, axis=1, keepdims=True))
                 q_sp = np.where(att, qn, q_sp)
                 thrust = np.where(att[:, 0], sp[:, 4], thrust)
             self.q_sp_wxyz = q_sp
