@@ -297,9 +297,12 @@ def step_calibrate(demo: Demo) -> str:
         timeout_s=900,
     )
     q = re.search(r"quantile q̂ = ([0-9.]+) m", out)
-    cov = re.search(r"held-out empirical coverage ([0-9.]+)", out)
+    cov = re.search(r"held-out empirical coverage ([0-9.]+) on \d+ scores: (\w+) (\[[0-9., ]+\])", out)
     return f"margin q̂ = {q.group(1) if q else '?'} m from {n} episodes" + (
-        f"; held-out coverage {cov.group(1)} (target ≥ 0.90)" if cov else ""
+        f"; held-out coverage {cov.group(1)}, {cov.group(2)} {cov.group(3)} (the 5–95 % band of a correct"
+        " calibration at target 0.90)"
+        if cov
+        else ""
     )
 
 
