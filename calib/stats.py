@@ -228,10 +228,9 @@ def heldout_coverage_band(
     m = _check_int("m", m)
     if m < 1:
         raise CalibrationError(f"m = {m} held-out scores: need at least 1")
-    lo = _check_prob("lo", lo)
-    hi = _check_prob("hi", hi)
-    conformal_coverage_band(n, alpha, lo, hi)  # the same checks on n and α
-    a, b = float(split_conformal_rank(n, alpha)), float(n + 1 - split_conformal_rank(n, alpha))
+    conformal_coverage_band(n, alpha, lo, hi)  # the same checks on n, α, lo and hi
+    k = split_conformal_rank(n, alpha)
+    a, b = float(k), float(n + 1 - k)
     # log pmf of Beta-Binomial(m, a, b) at j = 0..m, by log-gamma (no scipy on this path)
     base = math.lgamma(m + 1) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) - math.lgamma(m + a + b)
     logs = [

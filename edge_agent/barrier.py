@@ -446,11 +446,13 @@ class Barrier:
             nx, ny, nz = normals[viol.index(vmax)]
             vx, vy, vz = vx - vmax * nx, vy - vmax * ny, vz - vmax * nz
             w = [nx * vx + ny * vy + nz * vz for nx, ny, nz in normals]
+        ratio = 1.0
         for a, b in zip(w, bound, strict=True):
             if abs(a - b - tol) < fine:
                 return None  # whether this column shrinks the command is a near tie
-        ratio = min([b / a if a > b + tol else 1.0 for a, b in zip(w, bound, strict=True)])
-        ratio = min(max(ratio, 0.0), 1.0)
+            if a > b + tol:
+                ratio = min(ratio, b / a)
+        ratio = max(ratio, 0.0)
         out = (vx * ratio, vy * ratio, vz * ratio)
         if max(abs(out[0] - u[0]), abs(out[1] - u[1]), abs(out[2] - u[2])) < guard_m:
             return None  # "modified" would hang on rounding

@@ -452,7 +452,7 @@ class Runtime:
             self._track_hold(t, layer, reason)
             if d.intervened[0]:
                 s.interventions[_LAYER_NAMES[layer]] += 1
-                name = _REASON_NAMES.get(reason) or Reason(reason).name
+                name = _REASON_NAMES[reason]
                 s.reasons[name] = s.reasons.get(name, 0) + 1
             slack = float(d.min_slack_m[0])
             if math.isfinite(slack):
@@ -492,8 +492,8 @@ class Runtime:
                         self._gcs_text(_WARNING, "edge-agent: flight log write failing (disk full?)")
                     s.log_records_dropped = log.dropped
             if d.intervened[0] and layer == 3 and stage != self._last_stage:
-                log.event(t, "fallback", stage=stage, reason=Reason(reason).name)
-                self._gcs_text(_WARNING, f"edge-agent: fallback {Reason(reason).name}")
+                log.event(t, "fallback", stage=stage, reason=_REASON_NAMES[reason])
+                self._gcs_text(_WARNING, f"edge-agent: fallback {_REASON_NAMES[reason]}")
             self._last_stage = stage
 
             if stage == _STAGE_LAND and st.landed_state == LandedState.ON_GROUND:
@@ -554,7 +554,7 @@ class Runtime:
         holding = layer == 1
         if holding and self._hold_since_s is None:
             self._hold_since_s = t
-            self._hold_reason = Reason(reason).name
+            self._hold_reason = _REASON_NAMES[reason]
             self.summary.holds += 1
             self.log.event(t, "hold", reason=self._hold_reason)
             if t >= self._next_hold_text_s:

@@ -23,6 +23,7 @@ from enum import IntEnum, StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
+from firmware_bridge.custom_protocol import AckResult
 from firmware_bridge.frames import yaw_from_quat
 from firmware_bridge.types import LandedState
 from sitl.sim import SetpointKind, Sim
@@ -35,15 +36,9 @@ GRAVITY_M_S2 = 9.80665
 F64 = NDArray[np.float64]
 
 
-class MavResult(IntEnum):
-    """MAV_RESULT, the answer to a command (also used by the custom flavour)."""
-
-    ACCEPTED = 0
-    TEMPORARILY_REJECTED = 1
-    DENIED = 2
-    UNSUPPORTED = 3
-    FAILED = 4
-    IN_PROGRESS = 5
+#: MAV_RESULT, the answer to a command: the custom protocol's enum, numbered like MAV_RESULT, so
+#: both flavours of the emulator answer with the one definition.
+MavResult = AckResult
 
 
 class Mode(StrEnum):

@@ -138,7 +138,7 @@ class CustomVehicle:
         else:  # pragma: no cover - the decoder only yields known kinds
             reply = CommandReply(MavResult.UNSUPPORTED)
         text = reply.texts[0].text if reply.texts else ""
-        self._send(cp.CommandAck(msg.command_id, kind, cp.AckResult(int(reply.result)), text))
+        self._send(cp.CommandAck(msg.command_id, kind, reply.result, text))
         for t in reply.texts:
             self._send(cp.StatusText(int(t.severity), t.text))
 
