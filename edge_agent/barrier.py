@@ -37,6 +37,7 @@ otherwise the one with the most room.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -393,8 +394,8 @@ class Barrier:
 
     def filter_one(
         self,
-        pos: tuple[float, float, float],
-        vel: tuple[float, float, float],
+        pos: Sequence[float],
+        vel: Sequence[float],
         margin_m: float,
         latency_s: float,
         u: tuple[float, float, float],
