@@ -348,12 +348,16 @@ def _u(rng: np.random.Generator, band: Band) -> float:
 _START_TRIES = 256
 
 
-def _start_candidates(mission: Mission, spec: StartSpec, rng: np.random.Generator) -> tuple[F64, int]:
-    geo = mission.geometry
-    lo, hi = geo.box_min_ne, geo.box_max_ne
+def _start_draws(spec: StartSpec, rng: np.random.Generator, lo: F64, hi: F64) -> F64:
+    """One episode's _START_TRIES candidate start points [T, 3] (NED), drawn from its generator."""
     ne = lo + rng.random((_START_TRIES, 2)) * (hi - lo)
     alt = spec.altitude_m.lo + rng.random(_START_TRIES) * (spec.altitude_m.hi - spec.altitude_m.lo)
-    pos = np.column_stack([ne, -alt])
+    return np.column_stack([ne, -alt])
+
+
+def _clear(mission: Mission, spec: StartSpec, pos: F64) -> NDArray[np.bool_]:
+    """Which start points [N, 3] are clear of the fence, the keep-outs and the altitude limits."""
+    geo = mission.geometry
     fence, _ = geo.fence_distance(pos)
     ok = fence >= spec.clearance_m
     if geo.n_zones:
@@ -361,8 +365,26 @@ def _start_candidates(mission: Mission, spec: StartSpec, rng: np.random.Generato
         ok &= dist.min(axis=1) >= spec.clearance_m
     floor, ceiling = geo.altitude_distances(pos)
     ok &= (floor > 0.0) & (ceiling > 0.0)
-    idx = np.flatnonzero(ok)
-    return pos, (int(idx[0]) if idx.size else -1)
+    return ok
+
+
+def _first_clear(mission: Mission, spec: StartSpec, cands: F64) -> NDArray[np.int64]:
+    """Per episode, the index of the first of its candidates [B, T, 3] that is clear, or -1.
+
+    The checks are row-wise, so checking the first few candidates of every episode in one call,
+    then the rest only for the episodes still without one, chooses what checking each episode's
+    candidates in order would (and most episodes' first candidate is clear)."""
+    b, t, _ = cands.shape
+    first = np.full(b, -1, dtype=np.int64)
+    todo = np.arange(b)
+    for lo, hi in ((0, min(8, t)), (min(8, t), t)):
+        if todo.size == 0 or lo >= hi:
+            break
+        ok = _clear(mission, spec, cands[todo, lo:hi].reshape(-1, 3)).reshape(todo.size, hi - lo)
+        found = ok.any(axis=1)
+        first[todo[found]] = lo + ok[found].argmax(axis=1)
+        todo = todo[~found]
+    return first
 
 
 def sample_episodes(
@@ -376,10 +398,11 @@ def sample_episodes(
     mass = np.zeros(b)
     eff = np.ones((b, 4))
     onset = np.zeros(b)
-    pos = np.zeros((b, 3))
+    cands = np.zeros((b, _START_TRIES, 3))
     vel = np.zeros((b, 3))
     yaw = np.zeros(b)
     w, v, st = spec.wind, spec.vehicle, spec.start
+    lo, hi = mission.geometry.box_min_ne, mission.geometry.box_max_ne
     for j, i in enumerate(ids):
         rng = episode_rng(spec.seed, int(i))
         speed, heading = _u(rng, w.speed_m_s), float(rng.random()) * 2.0 * math.pi
@@ -394,17 +417,19 @@ def sample_episodes(
         if faulty:
             eff[j, motor] = min(eff[j, motor], fault_eff)
             onset[j] = fault_onset
-        cands, k = _start_candidates(mission, st, rng)
-        if k < 0:
-            raise ConfigError(
-                f"scenario {spec.name!r}: no start point clear of the fence and keep-outs by "
-                f"clearance_m = {st.clearance_m} m within the altitude band {st.altitude_m.lo}..{st.altitude_m.hi} m "
-                f"was found in {_START_TRIES} draws; lower [start] clearance_m or fix the altitude band"
-            )
-        pos[j] = cands[k]
+        cands[j] = _start_draws(st, rng, lo, hi)
         yaw[j] = _u(rng, st.yaw_rad)
         s0, d0 = _u(rng, st.speed_m_s), float(rng.random()) * 2.0 * math.pi
         vel[j, :2] = s0 * math.cos(d0), s0 * math.sin(d0)
+    first = _first_clear(mission, st, cands)
+    if (first < 0).any():
+        raise ConfigError(
+            f"scenario {spec.name!r}: no start point clear of the fence and keep-outs by "
+            f"clearance_m = {st.clearance_m} m within the altitude band {st.altitude_m.lo}..{st.altitude_m.hi} m "
+            f"was found in {_START_TRIES} draws (episode {int(ids[np.argmax(first < 0)])}); "
+            f"lower [start] clearance_m or fix the altitude band"
+        )
+    pos = cands[np.arange(b), first]
     return EpisodeParams(ids, wind, gust, mass, eff, onset, pos, vel, yaw)
 
 
