@@ -17,7 +17,9 @@ JSON (``--json``), one object; every figure's unit is in its key:
   python, numpy, onnxruntime, platform}, ``wall_s``.
 * ``tick``: {tick, onnxruntime_run, torch_eager, sb3_predict: {p50_us, p99_us, p99_9_us, mean_us, n}
   (or {skipped: reason}), speed_clip_fraction, barrier_projection_fraction, shield_full_path_fraction (ticks the shield's
-  batched path decided: the watchdog, an infeasible tick, the fallback), ratios: {tick_over_<alt>_p50}, model_bytes}.
+  batched path decided: the watchdog, an infeasible tick, the fallback), ratios: {tick_over_<alt>_p50}, model_bytes,
+  stages: {state_arrays, observation, policy, shield, shadows, calibrator, encode, other, tick: percentiles}
+  (a second, instrumented run of ticks/4 ticks with a clock around each stage; other = the tick less its stages)}.
 * ``variants``: {variants: {<mlp_2x64|mlp_2x256|gru_64>_<fp32|int8>: {tick, onnxruntime_run, model_bytes}}}.
 * ``loop``: {"<rate>": {rate_hz, duration_s, ticks, achieved_rate_hz, jitter_p99_us, tick_p50_us,
   tick_p99_us, deadline_misses, dropped_ticks, missed_fraction, inference_deadline_misses, overruns,
@@ -227,6 +229,9 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
             b, mission, args.ticks, rng, torch_module=torch_module, sb3=not args.no_sb3
         )
         out["tick"]["model_bytes"] = len(b.model_bytes)
+        from calib.bench.tick import measure_stages
+
+        out["tick"]["stages"] = measure_stages(b, mission, max(args.ticks // 4, 100), rng)
     if "variants" in sections:
         from calib.bench.tick import measure_variants
 
@@ -340,6 +345,12 @@ def render_table(doc: dict[str, Any]) -> str:
                 f"  shield: speed clip on {100 * t['speed_clip_fraction']:.1f} % of ticks, barrier projection on "
                 f"{100 * t.get('barrier_projection_fraction', 0.0):.1f} %, the batched path (watchdog, infeasible, "
                 f"fallback) on {100 * t['shield_full_path_fraction']:.1f} %"
+            )
+        if "stages" in t:
+            st = t["stages"]
+            parts = ", ".join(f"{k} {v['p50_us']:.1f}" for k, v in st.items() if k != "tick")
+            lines.append(
+                f"  where it goes (p50 µs, instrumented run, whole tick {st['tick']['p50_us']:.1f}): {parts}"
             )
     if "variants" in doc:
         lines.append("\n[6] policy sizes (tick / bare onnxruntime)")

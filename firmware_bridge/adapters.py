@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
 from firmware_bridge.errors import BridgeError, CommandError
+from firmware_bridge.mavlink_codec import MavlinkEncoder
 from firmware_bridge.session import CommandHandle, MavlinkSession
 from firmware_bridge.types import (
     AccelerationNedYawRate,
@@ -207,6 +208,26 @@ def _velocity_payload(
     )  # fmt: skip
 
 
+def encode_setpoint(
+    encoder: MavlinkEncoder,
+    setpoint: Setpoint,
+    autopilot: Autopilot,
+    time_boot_ms: int,
+    target_system: int,
+    target_component: int,
+) -> bytes:
+    """One setpoint's MAVLink frame, as the adapters send it. A velocity setpoint (the loop's
+    every-tick case) is packed straight from its floats without a pymavlink message object,
+    byte-equal to ``encoder.encode(setpoint_to_mavlink(...))`` (a test pins it); other kinds go
+    through :func:`setpoint_to_mavlink`."""
+    if type(setpoint) is VelocityNedYawRate:
+        payload = _velocity_payload(setpoint, autopilot, time_boot_ms, target_system, target_component)
+        return encoder.encode_payload(_SPT_ID, _SPT_CRC_EXTRA, payload)
+    return encoder.encode(
+        setpoint_to_mavlink(setpoint, autopilot, time_boot_ms, target_system, target_component)
+    )
+
+
 class _ControlLatch:
     """Shared bookkeeping: had control → lost it → latched until acknowledged."""
 
@@ -269,16 +290,7 @@ class _MavlinkAdapter:
         sysid, compid = s._target()
         now = s._clock()
         time_boot_ms = (now - s._start_ns) // 1_000_000
-        if type(setpoint) is VelocityNedYawRate:
-            # The loop's every-tick path: the payload packed straight from the floats, without a
-            # pymavlink message object; byte-equal to setpoint_to_mavlink + encode (a test pins it).
-            s.send_payload(
-                _SPT_ID,
-                _SPT_CRC_EXTRA,
-                _velocity_payload(setpoint, self.autopilot, time_boot_ms, sysid, compid),
-            )
-        else:
-            s.send(setpoint_to_mavlink(setpoint, self.autopilot, time_boot_ms, sysid, compid))
+        s.send_frame(encode_setpoint(s.encoder, setpoint, self.autopilot, time_boot_ms, sysid, compid))
         self.setpoints_sent += 1
         self._send_times.append(now)
 

@@ -308,10 +308,10 @@ class MavlinkSession:
             self.link_errors += 1
             self._event(SessionEventKind.LINK_DOWN, self._clock(), str(exc))
 
-    def send_payload(self, msgid: int, crc_extra: int, payload: bytes) -> None:
-        """Frame and write an already packed payload (the setpoint fast path); as ``send`` otherwise."""
+    def send_frame(self, frame: bytes) -> None:
+        """Write one frame this session's encoder made (the adapters' setpoints); as ``send`` otherwise."""
         try:
-            self.link.write(self.encoder.encode_payload(msgid, crc_extra, payload))
+            self.link.write(frame)
         except LinkDownError as exc:
             self.link_errors += 1
             self._event(SessionEventKind.LINK_DOWN, self._clock(), str(exc))

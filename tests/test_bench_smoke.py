@@ -45,6 +45,13 @@ def test_bench_json_has_every_documented_key(tmp_path: Path) -> None:
     assert {"tick_over_onnxruntime_run_p50", "tick_over_torch_eager_p50"} <= set(tick["ratios"])
     assert 0.0 <= tick["shield_full_path_fraction"] <= 1.0
     assert 0.0 <= tick["barrier_projection_fraction"] <= 1.0
+    stages = tick["stages"]
+    names = ("state_arrays", "observation", "policy", "shield", "shadows", "calibrator", "encode")
+    assert set(stages) == {*names, "other", "tick"}
+    assert all(pct <= set(v) and v["n"] == 100 for v in stages.values())
+    # The stages are timed inside the tick: none is longer than it, and the rest is not negative.
+    assert all(stages[k]["mean_us"] <= stages["tick"]["mean_us"] for k in names)
+    assert stages["other"]["mean_us"] >= 0.0
     loop = doc["loop"]["250"]
     assert {
         "achieved_rate_hz", "jitter_p99_us", "deadline_misses", "dropped_ticks", "missed_fraction",
