@@ -298,10 +298,18 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         ("1 kHz loop missed fraction", 0.001, float(k1.get("missed_fraction", math.nan)), "<="),
         ("runtime RSS (MiB)", 80.0, max(rss) if rss else math.nan, "<="),
         ("cold start (s)", 0.5, _get(doc, "startup", "cold_start_s"), "<="),
+        # A "vehicle-step" read two ways (docs/benchmarks.md): one control tick of one vehicle (the
+        # whole onboard tick and its physics substeps), or one physics step of one vehicle.
         (
-            "certification vehicle-steps/s",
+            "certification vehicle-steps/s, one control tick each",
             200_000.0,
             max((r["vehicle_steps_per_s"] for r in cert), default=math.nan),
+            ">=",
+        ),
+        (
+            "certification vehicle-steps/s, one physics step each",
+            200_000.0,
+            max((r["physics_steps_per_s"] for r in cert), default=math.nan),
             ">=",
         ),
     ]

@@ -56,6 +56,18 @@ I64 = NDArray[np.int64]
 _OFF = 1e18  # distance of a switched-off constraint (finite: keeps inf − inf out of the algebra)
 
 
+def _row_min(a: F64) -> F64:
+    """``a.min(axis=1)`` of a [B, K] array. At certification's batch sizes numpy's reduction along
+    a short last axis costs ~150 µs whatever K (B = 4096), K − 1 elementwise minimums ~5 µs each.
+    The values are the same (min is exact; both propagate NaN)."""
+    if a.shape[0] < 256:
+        return a.min(axis=1)
+    out = a[:, 0].copy()
+    for j in range(1, a.shape[1]):
+        np.minimum(out, a[:, j], out=out)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class BarrierResult:
     """What the barrier made of one batch of commands (arrays [B] unless noted)."""
@@ -473,7 +485,7 @@ class Barrier:
         spd[:, 1, 0] = np.hypot(u[:, 0], u[:, 1])
         spd[:, 1, 1] = np.abs(u[:, 2])
         e0 = np.maximum(spd[:, 0] + spd[:, 1], 1e-9)  # bounds |u − v| for any command no faster than u
-        c = spd.max(axis=1) * self.inv_2ab
+        c = np.maximum(spd[:, 0], spd[:, 1]) * self.inv_2ab
         e_t, integral = lag_error(e0, self.accel, self.tau, self.t_hold)
         g_hi = e_t / e0
         big_g_hi = integral / e0
@@ -518,7 +530,7 @@ class Barrier:
 
     def min_slack_m(self, prep: Prepared, u: F64) -> F64:
         """Smallest d − D − margin [B] over the enforced constraints for commands u [B, 3]."""
-        return self._conditions(prep, u, prep.d_eff)[2].min(axis=1)
+        return _row_min(self._conditions(prep, u, prep.d_eff)[2])
 
     def certify(self, prep: Prepared, u: F64, floor_off: B8 | None = None) -> BarrierResult:
         """Filter velocity commands u [B, 3] (already clipped to the speed limits)."""
@@ -527,7 +539,7 @@ class Barrier:
             d_eff = d_eff.copy()
             d_eff[floor_off, self.floor_col] = _OFF
         wu, bound, slack, off, bad = self._conditions(prep, u, d_eff)
-        raw_min = slack.min(axis=1)
+        raw_min = _row_min(slack)
         ok: B8 = np.logical_not(bad.any(axis=1))
         out = u
         modified = np.zeros(u.shape[0], dtype=bool)
@@ -563,7 +575,7 @@ class Barrier:
             # violations beyond the tolerance count: a column projected onto b = 0 keeps w ≈ ±1e-16,
             # and b / w would then zero the whole command on rounding noise.
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(w > bd + self.tol, bd / w, 1.0).min(axis=1)
+                ratio = _row_min(np.where(w > bd + self.tol, bd / w, 1.0))
             v *= np.clip(ratio, 0.0, 1.0)[:, None]
             out[todo] = v
         zero = ~ok & ~feasible
@@ -571,7 +583,7 @@ class Barrier:
             out[zero] = 0.0
         # Verify the final commands with their own bounds (never trust the construction alone).
         _, _, fin_slack, _, fin_bad = self._conditions(prep, out, d_eff)
-        min_slack = fin_slack.min(axis=1)
+        min_slack = _row_min(fin_slack)
         ok = np.logical_not(fin_bad.any(axis=1))
         modified = np.any(out != u, axis=1)
         return BarrierResult(out, ok, modified, reason, min_slack, raw_min, breached)

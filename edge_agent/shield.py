@@ -322,7 +322,7 @@ class Shield:
             margin = np.where(wd_ok, margin, 0.0)
             ages = np.where(keep, ages, 0.0)
         margin = np.maximum(margin, 0.0)  # a negative margin would loosen the barrier
-        latency = self.config.latency_s + ages.max(axis=1)
+        latency = self.config.latency_s + np.maximum(ages[:, 0], ages[:, 1])  # position, velocity
 
         u = self.clip_to_limits(raw[:, :3])
         yaw = np.clip(raw[:, 3], self.action_low[3], self.action_high[3])

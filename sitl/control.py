@@ -358,8 +358,8 @@ class Cascade:
         """
         mix = self.mix
         rp = torque[:, 0:1] * mix[:, 0] + torque[:, 1:2] * mix[:, 1]  # [n, 4]
-        hi = rp.max(axis=1)
-        lo = rp.min(axis=1)
+        hi = _max4(rp)
+        lo = _min4(rp)
         spread = hi - lo
         shrink = np.where(spread > 1.0, 1.0 / np.maximum(spread, 1e-12), 1.0)
         rp *= shrink[:, None]
@@ -373,9 +373,20 @@ class Cascade:
         pos = s > 0.0
         room_up = np.where(pos, (1.0 - u) / np.where(pos, s, 1.0), u / np.where(pos, 1.0, -s))
         room_dn = np.where(pos, u / np.where(pos, s, 1.0), (1.0 - u) / np.where(pos, 1.0, -s))
-        tz = np.clip(torque[:, 2], -room_dn.min(axis=1), room_up.min(axis=1))
+        tz = np.clip(torque[:, 2], -_min4(room_dn), _min4(room_up))
         u = u + tz[:, None] * s
         return np.clip(u, 0.0, 1.0)
+
+
+def _min4(a: F64) -> F64:
+    """``a.min(axis=1)`` of [n, 4] (the same values): numpy reduces a short last axis ~30× slower
+    than three elementwise minimums at n = 4096."""
+    return np.minimum(np.minimum(a[:, 0], a[:, 1]), np.minimum(a[:, 2], a[:, 3]))
+
+
+def _max4(a: F64) -> F64:
+    """``a.max(axis=1)`` of [n, 4], as :func:`_min4`."""
+    return np.maximum(np.maximum(a[:, 0], a[:, 1]), np.maximum(a[:, 2], a[:, 3]))
 
 
 def _quat_mul_conj_left(a: F64, b: F64) -> F64:
