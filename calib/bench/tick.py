@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from calib.bench import percentiles_us, skipped
-from edge_agent.agent import build_agent
+from edge_agent.agent import AgentCore, Decision, build_agent
 from edge_agent.bundle import Bundle, load_bundle, session_options
 from edge_agent.mission import Mission
 from edge_agent.nominal import NominalModel
@@ -169,6 +169,21 @@ class _Vehicle:
         self.pos, self.vel = self.model.step(self.pos, self.vel, setpoint[None, :3] + gust, self.dt)
         self.now_ns += round(self.dt * 1e9)
 
+    def follow(self, d: Decision, core: AgentCore, runner: PolicyRunner) -> None:
+        """Fly the tick's setpoint; back to the start of the route (agent and policy reset) once
+        the mission is complete or the fallback has landed."""
+        self.advance(d.setpoint[0])
+        if d.mission_complete[0] or d.fallback_stage[0] >= 3:
+            core.reset()
+            runner.reset()
+            self.pos, self.vel = self.start.copy(), np.zeros((1, 3))
+
+
+def _encode(encoder: MavlinkEncoder, sp: np.ndarray, now_ns: int) -> bytes:
+    """The setpoint's MAVLink frame, made as the adapters make it in flight."""
+    setpoint = VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3]))
+    return encode_setpoint(encoder, setpoint, Autopilot.PX4, now_ns // 1_000_000, 1, 1)
+
 
 def measure_tick(
     bundle: Bundle,
@@ -246,10 +261,7 @@ def measure_tick(
                 arrays = state_arrays(st, now)
                 d = core.step(arrays, now * 1e-9, link_ok)
                 sp = d.setpoint[0]
-                encode_setpoint(
-                    encoder, VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3])),
-                    Autopilot.PX4, now // 1_000_000, 1, 1,
-                )  # fmt: skip
+                _encode(encoder, sp, now)
                 t1 = clock()
                 block_obs.append(recording.last_obs())
                 if k >= warmup:
@@ -259,11 +271,7 @@ def measure_tick(
                     projected += reason in _BARRIER and d.layer[0] == 2
                     full_path += core.shield.batched_calls > batched_before
                 k += 1
-                vehicle.advance(sp)
-                if d.mission_complete[0] or d.fallback_stage[0] >= 3:
-                    core.reset()
-                    runner.reset()
-                    vehicle.pos, vehicle.vel = vehicle.start.copy(), np.zeros((1, 3))
+                vehicle.follow(d, core, runner)
             for key, fn in alternatives.items():
                 for obs in block_obs:
                     a0 = clock()
@@ -343,10 +351,7 @@ def measure_stages(bundle: Bundle, mission: Mission, ticks: int, rng: np.random.
             d = core.step(arrays, now * 1e-9, link_ok)
             t2 = clock()
             sp = d.setpoint[0]
-            encode_setpoint(
-                encoder, VelocityNedYawRate((float(sp[0]), float(sp[1]), float(sp[2])), float(sp[3])),
-                Autopilot.PX4, now // 1_000_000, 1, 1,
-            )  # fmt: skip
+            _encode(encoder, sp, now)
             t3 = clock()
             spent["state_arrays"] = t1 - t0
             spent["encode"] = t3 - t2
@@ -355,11 +360,7 @@ def measure_stages(bundle: Bundle, mission: Mission, ticks: int, rng: np.random.
                     samples[name].append(spent[name])
                 samples["tick"].append(t3 - t0)
                 samples["other"].append(t3 - t0 - sum(spent.values()))
-            vehicle.advance(sp)
-            if d.mission_complete[0] or d.fallback_stage[0] >= 3:
-                core.reset()
-                runner.reset()
-                vehicle.pos, vehicle.vel = vehicle.start.copy(), np.zeros((1, 3))
+            vehicle.follow(d, core, runner)
     finally:
         gc.unfreeze()
     return {k: percentiles_us(v) for k, v in samples.items()}
