@@ -24,7 +24,7 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``loop``: {"<rate>": {rate_hz, duration_s, ticks, achieved_rate_hz, jitter_p99_us, tick_p50_us,
   tick_p99_us, deadline_misses, dropped_ticks, missed_fraction, inference_deadline_misses, overruns,
   telemetry_to_setpoint_p50_us, telemetry_to_setpoint_p99_us, rss_steady_mib, end_reason,
-  realtime_priority (null, or the SCHED_FIFO priority of --loop-realtime-priority)}}.
+  realtime_priority (null, or the SCHED_FIFO priority of --loop-realtime-priority), spin_us (--loop-spin-us)}}.
 * ``startup``: {cold_start_s (spawn → first setpoint, median of 3), cold_start_runs_s,
   cold_start_to_exit_s, import_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib, modules,
   bytecode_written, [cold_start_bytecode_cached_s, import_bytecode_cached_s when the interpreter
@@ -124,6 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="fly the loop section at SCHED_FIFO: the agent with `edge-agent run --realtime-priority N`, the SITL at N-1",
+    )
+    parser.add_argument(
+        "--loop-spin-us",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="fly the loop section with `edge-agent run --spin-us US` (default 0: sleep only)",
     )
     parser.add_argument("--batches", type=_ints, default=[1, 16, 256, 1024, 4096], help="certify batch sizes")
     parser.add_argument(
@@ -242,7 +249,12 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
         assert bundle is not None
         out["loop"] = {
             f"{r:g}": measure_loop(
-                bundle, args.mission, r, args.loop_duration, realtime_priority=args.loop_realtime_priority
+                bundle,
+                args.mission,
+                r,
+                args.loop_duration,
+                realtime_priority=args.loop_realtime_priority,
+                spin_us=args.loop_spin_us,
             )
             for r in args.loop_rates
         }

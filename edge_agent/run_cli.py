@@ -68,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the loop at SCHED_FIFO priority N (1-99) so no ordinary process preempts a tick; "
         "needs CAP_SYS_NICE (default: the normal scheduler)",
     )
+    parser.add_argument(
+        "--spin-us",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="sleep until US µs before each tick, then busy-wait on the clock: less wake-up jitter at "
+        "high rates for that much CPU per tick (default 0: sleep only)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
         "--public-key",
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         shield_enabled=not args.no_shield,
         end_action=args.end,
         realtime_priority=args.realtime_priority,
+        spin_us=args.spin_us,
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)

@@ -94,12 +94,19 @@ def start_sitl(
 
 
 def measure_loop(
-    bundle: Path, mission: Path, rate_hz: float, duration_s: float, *, realtime_priority: int | None = None
+    bundle: Path,
+    mission: Path,
+    rate_hz: float,
+    duration_s: float,
+    *,
+    realtime_priority: int | None = None,
+    spin_us: float = 0.0,
 ) -> dict[str, Any]:
     """One flight of ``edge-agent run --rate rate_hz`` against the SITL for duration_s seconds.
 
     With ``realtime_priority`` the agent runs at SCHED_FIFO (``--realtime-priority``) and the SITL
-    just below it (see :func:`start_sitl`).
+    just below it (see :func:`start_sitl`); with ``spin_us`` it waits the last µs before each tick
+    on the clock (``--spin-us``).
     """
     sitl, url = start_sitl(
         realtime_priority=None if realtime_priority is None else max(realtime_priority - 1, 1)
@@ -113,6 +120,8 @@ def measure_loop(
         )  # fmt: skip
         if realtime_priority is not None:
             cmd += ["--realtime-priority", str(realtime_priority)]
+        if spin_us:
+            cmd += ["--spin-us", f"{spin_us:g}"]
         t0 = time.monotonic()
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         rss: list[int] = []
@@ -140,6 +149,7 @@ def measure_loop(
             sitl.kill()
     figures = _loop_figures(summary, log, rate_hz, rss)
     figures["realtime_priority"] = realtime_priority
+    figures["spin_us"] = spin_us
     return figures
 
 
