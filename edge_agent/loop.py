@@ -28,6 +28,7 @@ pilot switched) is a loss of control: the loop stops commanding and never switch
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import gc
 import math
 import os
@@ -52,7 +53,7 @@ from edge_agent.shield import Reason
 from firmware_bridge.adapters import ArduPilotGuided, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
 from firmware_bridge.links import Link, ReconnectingLink
-from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind
+from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind, stream_rates_for
 from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
 
 if TYPE_CHECKING:
@@ -207,7 +208,9 @@ class Runtime:
 
             self.custom = CustomFirmware(link, clock)
         elif protocol == "mavlink":
-            self.session = MavlinkSession(link, clock, session_config)
+            cfg = session_config or SessionConfig()
+            rates = stream_rates_for(self.rate_hz, cfg.message_rates_hz)
+            self.session = MavlinkSession(link, clock, dataclasses.replace(cfg, message_rates_hz=rates))
         else:
             raise ConfigError(f"protocol {protocol!r} must be 'mavlink' or 'custom'")
         self.policy = PolicyRunner(bundle)

@@ -67,6 +67,24 @@ DEFAULT_MESSAGE_RATES_HZ: tuple[tuple[int, float], ...] = (
 )
 """Streams requested on every connect: (msgid, rate Hz)."""
 
+MAX_STATE_STREAM_HZ = 250.0
+"""The fastest the state streams are asked for: PX4's EKF2 publishes its estimate at up to
+~250 Hz on common boards (ArduCopter's EKF3 at its 400 Hz main loop); asking for more only loads
+the link."""
+STATE_MESSAGES = (mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED, mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION)
+"""The streams a control tick reads its state from (position and velocity; attitude and rates)."""
+
+
+def stream_rates_for(
+    control_rate_hz: float, rates_hz: tuple[tuple[int, float], ...] = DEFAULT_MESSAGE_RATES_HZ
+) -> tuple[tuple[int, float], ...]:
+    """``rates_hz`` with the state streams raised to the control rate (up to
+    :data:`MAX_STATE_STREAM_HZ`; never lowered): a 250 Hz loop fed 50 Hz positions acts on the
+    same sample five times, and its telemetry-to-setpoint latency is the stream's period."""
+    fast = min(control_rate_hz, MAX_STATE_STREAM_HZ)
+    return tuple((m, max(hz, fast) if m in STATE_MESSAGES else hz) for m, hz in rates_hz)
+
+
 PX4_FAILSAFE_PARAMS = ("COM_OF_LOSS_T", "COM_OBL_RC_ACT")
 """PX4 parameters read at connect: offboard-loss timeout and action."""
 ARDUPILOT_FAILSAFE_PARAMS = ("GUID_TIMEOUT",)

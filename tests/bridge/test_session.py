@@ -214,3 +214,18 @@ def test_plain_link_failure_is_reported_once(clock) -> None:
     events = session.events()
     assert [e.kind for e in events] == [SessionEventKind.LINK_DOWN]
     assert "peer vanished" in events[0].detail
+
+
+def test_state_streams_follow_the_control_rate() -> None:
+    """Position and attitude are asked for at the loop's rate (capped, never lowered); the rest
+    keep their rates. A 250 Hz loop fed 50 Hz positions would act on each sample five times."""
+    from firmware_bridge.session import DEFAULT_MESSAGE_RATES_HZ, MAX_STATE_STREAM_HZ, stream_rates_for
+
+    assert stream_rates_for(50.0) == DEFAULT_MESSAGE_RATES_HZ  # 50 Hz position, 100 Hz attitude
+    fast = dict(stream_rates_for(250.0))
+    assert fast[32] == fast[31] == 250.0
+    assert {m: hz for m, hz in fast.items() if m not in (31, 32)} == {
+        m: hz for m, hz in DEFAULT_MESSAGE_RATES_HZ if m not in (31, 32)
+    }
+    assert dict(stream_rates_for(1000.0))[32] == MAX_STATE_STREAM_HZ
+    assert dict(stream_rates_for(100.0, ((32, 400.0), (147, 1.0)))) == {32: 400.0, 147: 1.0}

@@ -1,6 +1,8 @@
-"""The loop's per-flight bookkeeping stays O(1) in memory (the soak found it did not)."""
+"""The loop's per-flight bookkeeping stays O(1) in memory (the soak found it did not); its stream requests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,3 +29,33 @@ def test_latency_histogram_memory_does_not_grow_and_edges_are_handled() -> None:
     assert len(h.counts) == size  # fixed bins: a 30-minute 250 Hz flight costs the same as 1 tick
     assert h.percentile_ns(0) <= 100.0 and h.percentile_ns(100) >= 1e11
     assert np.isnan(LatencyHistogram().percentile_ns(50))
+
+
+def test_the_loop_asks_for_its_state_at_its_own_rate(goal_seeker: Path) -> None:
+    """`edge-agent run --rate 250` asks the autopilot for positions and attitude at 250 Hz, and
+    keeps what else its session config says (signing here)."""
+    from edge_agent.bundle import load_bundle
+    from edge_agent.loop import LoopConfig, Runtime
+    from edge_agent.mission import load_mission
+    from firmware_bridge.mavlink_codec import SigningConfig
+    from firmware_bridge.session import SessionConfig
+
+    signing = SigningConfig(b"\x01" * 32)
+    runtime = Runtime(
+        load_bundle(goal_seeker),
+        load_mission(Path(__file__).parent / "faults.toml"),
+        _UnusedLink(),
+        config=LoopConfig(rate_hz=250.0),
+        session_config=SessionConfig(signing=signing),
+    )
+    assert runtime.session is not None
+    rates = dict(runtime.session.config.message_rates_hz)
+    assert rates[32] == rates[31] == 250.0 and rates[147] == 1.0
+    assert runtime.session.config.signing == signing
+
+
+class _UnusedLink:
+    """A link the constructor must not touch (nothing is sent before connect)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the link was used before connect: {name}")
