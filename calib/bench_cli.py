@@ -37,6 +37,8 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``targets``: [{name, target, measured, met}] — issue 8's targets against this run's figures.
 
 A section that cannot run here records ``{"skipped": reason}`` instead of failing the command.
+``--plot PNG`` draws the run (``calib.bench.plot``); ``--from-json FILE`` shows and draws a saved
+run without measuring.
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edge-agent bench``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
-        "examples:\n  edge-agent bench                      # everything, ~10 min\n"
+        "examples:\n  edge-agent bench                      # everything, ~2-4 min\n"
         "  edge-agent bench --sections tick,bridge --json\n"
-        "  edge-agent bench --loop-duration 2 --ticks 500 --batches 1,8   # a quick look"
+        "  edge-agent bench --loop-duration 2 --ticks 500 --batches 1,8   # a quick look\n"
+        "  edge-agent bench --json > run.json && edge-agent bench --from-json run.json --plot run.png"
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object (keys: see the module doc)"
@@ -147,6 +150,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed of the simulated flights (default 0)"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="PNG", help="also draw the run's figures to this PNG"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="measure nothing: show (and --plot) a run saved with --json",
     )
 
 
@@ -440,16 +453,29 @@ def render_table(doc: dict[str, Any]) -> str:
     lines.append("\ntargets (issue 8)")
     for t in doc["targets"]:
         mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        lines.append(f"  {t['name']:34s} {t['target']:>12s}   measured {t['measured']:12.4g}   {mark}")
+        lines.append(f"  {t['name']:54s} {t['target']:>10s}   measured {t['measured']:12.4g}   {mark}")
     return "\n".join(lines)
 
 
+def _load_run(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--from-json {path}: cannot read a bench run from it ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != 1 or "machine" not in doc:
+        raise ConfigError(f"--from-json {path}: not the output of `edge-agent bench --json` (schema 1)")
+    return doc
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the requested sections; print the table or the JSON."""
-    sections = _check(args)
-    doc = run_benchmarks(args, sections)
+    """Run the requested sections (or read a saved run); print the table or the JSON; plot."""
+    doc = _load_run(args.from_json) if args.from_json is not None else run_benchmarks(args, _check(args))
     if args.json:
         print(json.dumps(doc, default=float))
     else:
         print(render_table(doc))
+    if args.plot is not None:
+        from calib.bench.plot import plot
+
+        print(f"figure written: {plot(doc, args.plot)}", file=sys.stderr)
     return 0

@@ -69,6 +69,13 @@ def test_bench_json_has_every_documented_key(tmp_path: Path) -> None:
     assert [r["batch"] for r in cert["local"]] == [1, 4]
     assert all(r["vehicle_steps_per_s"] > 0 for r in cert["local"])
     assert {t["name"] for t in doc["targets"]} >= {"tick p99 (µs)", "cold start (s)"}
+    # The saved run is shown and drawn again without measuring anything.
+    saved = tmp_path / "run.json"
+    saved.write_text(proc.stdout)
+    shown = bench("--from-json", str(saved), "--plot", str(tmp_path / "run.png"))
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "targets (issue 8)" in shown.stdout and "figure written" in shown.stderr
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_table_and_bad_arguments(tmp_path: Path) -> None:
@@ -80,6 +87,11 @@ def test_bench_table_and_bad_arguments(tmp_path: Path) -> None:
     assert re.search(
         re.escape("--sections 'tick,warp': unknown ['warp']; choose from tick,variants"), bad.stderr
     )
+    not_a_run = tmp_path / "x.json"
+    not_a_run.write_text('{"a": 1}')
+    refused = bench("--from-json", str(not_a_run))
+    assert refused.returncode == 1
+    assert "not the output of `edge-agent bench --json` (schema 1)" in refused.stderr
     missing = bench("--sections", "tick", "--mission", str(tmp_path / "nope.toml"))
     assert missing.returncode == 1
     assert (
