@@ -217,6 +217,18 @@ def summarize(res: EpisodeResults, beta: float) -> CertificateSummary:
     )
 
 
+def _git(*args: str) -> str:
+    """What ``git ARGS`` prints in this package's checkout (empty outside one)."""
+    return subprocess.run(
+        ["git", *args],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    ).stdout.strip()
+
+
 def code_version() -> dict[str, str | bool]:
     """The package version and, when run from a git checkout, the commit and whether tracked files
     differed from it. Taken when a campaign starts: the code that flew, not the code at the end."""
@@ -226,25 +238,10 @@ def code_version() -> dict[str, str | bool]:
     except metadata.PackageNotFoundError:
         out["edge_agent"] = "unknown"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
         if commit:
             out["git_commit"] = commit
-            changed = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=Path(__file__).resolve().parent,
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            ).stdout.strip()
-            out["git_dirty"] = bool(changed)
+            out["git_dirty"] = bool(_git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         pass
     return out

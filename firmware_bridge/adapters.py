@@ -254,11 +254,37 @@ class _ControlLatch:
         return None
 
 
-class _MavlinkAdapter:
+class _LatchedControl:
+    """What every adapter says about control: in it (mode, armed, autopilot alive), lost (reported
+    once, latched until a person acknowledges). Subclasses set ``external_mode`` and ``_latch``."""
+
+    external_mode: str
+    _latch: _ControlLatch
+    _phase: str
+
+    def in_control(self, state: VehicleState) -> bool:
+        """Mode is the external one (OFFBOARD/GUIDED), armed, and the autopilot is alive."""
+        return state.mode == self.external_mode and state.armed and state.link_up
+
+    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
+        """Report, once, that the autopilot or the pilot took control away after activation."""
+        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
+
+    @property
+    def control_lost(self) -> ControlLost | None:
+        """The loss of control, if it happened (latched until acknowledge_loss)."""
+        return self._latch.lost
+
+    def acknowledge_loss(self) -> None:
+        """A person decided control may be taken again; clears the latch. Never called by the bridge."""
+        self._latch = _ControlLatch()
+        self._phase = "idle"
+
+
+class _MavlinkAdapter(_LatchedControl):
     """Common part of the PX4 and ArduPilot adapters."""
 
     autopilot: Autopilot
-    external_mode: str
 
     def __init__(self, session: MavlinkSession) -> None:
         self.session = session
@@ -274,16 +300,6 @@ class _MavlinkAdapter:
         self._send_times: deque[int] = deque(maxlen=64)
         self._mode_attempts = 0
 
-    @property
-    def control_lost(self) -> ControlLost | None:
-        """The loss of control, if it happened (latched until acknowledge_loss)."""
-        return self._latch.lost
-
-    def acknowledge_loss(self) -> None:
-        """A person decided control may be taken again; clears the latch. Never called by the bridge."""
-        self._latch = _ControlLatch()
-        self._phase = "idle"
-
     def send(self, setpoint: Setpoint) -> None:
         """Encode and send one setpoint (frame MAV_FRAME_LOCAL_NED, mask per kind, see module doc)."""
         s = self.session
@@ -293,14 +309,6 @@ class _MavlinkAdapter:
         s.send_frame(encode_setpoint(s.encoder, setpoint, self.autopilot, time_boot_ms, sysid, compid))
         self.setpoints_sent += 1
         self._send_times.append(now)
-
-    def in_control(self, state: VehicleState) -> bool:
-        """Mode is OFFBOARD/GUIDED, armed, and the autopilot is alive."""
-        return state.mode == self.external_mode and state.armed and state.link_up
-
-    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
-        """Report, once, that the autopilot or the pilot took control away after activation."""
-        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
 
     def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
         """Begin taking control; keep sending setpoints every tick and call activation_step."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from firmware_bridge import custom_protocol as cp
-from firmware_bridge.adapters import ActivationStatus, ControlLost, _check_finite, _ControlLatch
+from firmware_bridge.adapters import ActivationStatus, _check_finite, _ControlLatch, _LatchedControl
 from firmware_bridge.errors import BridgeError, CommandError, LinkDownError
 from firmware_bridge.links import Link
 from firmware_bridge.types import Autopilot, Setpoint, Signal, VehicleState
@@ -30,7 +30,7 @@ class _CustomCommand:
         self.error: CommandError | None = None
 
 
-class CustomFirmware:
+class CustomFirmware(_LatchedControl):
     """Session and adapter in one for firmware speaking :mod:`firmware_bridge.custom_protocol`.
 
     Same surface as the MAVLink pair: ``poll(now_ns)``, ``state``, ``set_healthy``, commands
@@ -195,24 +195,6 @@ class CustomFirmware:
         """Send one setpoint as a SETPOINT frame."""
         _check_finite(setpoint)
         self._write(cp.SetpointMsg(setpoint))
-
-    def in_control(self, state: VehicleState) -> bool:
-        """Mode OFFBOARD, armed, firmware alive."""
-        return state.mode == self.external_mode and state.armed and state.link_up
-
-    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
-        """Report, once, that the firmware or pilot took control away after activation."""
-        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
-
-    @property
-    def control_lost(self) -> ControlLost | None:
-        """The loss of control, if it happened."""
-        return self._latch.lost
-
-    def acknowledge_loss(self) -> None:
-        """A person decided control may be taken again; never called by the bridge."""
-        self._latch = _ControlLatch()
-        self._phase = "idle"
 
     def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
         """Begin: handshake → OFFBOARD → arm → (takeoff) → in control."""

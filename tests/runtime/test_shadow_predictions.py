@@ -48,6 +48,19 @@ class ReferenceShadows:
         return score, counts
 
 
+def count_general_steps(ring: ShadowPredictions) -> dict[str, int]:
+    """Count the ring's general (saturating) steps from now on: {"calls": n}."""
+    counter = {"calls": 0}
+    orig = ring._advance_general
+
+    def counting(dt: float) -> None:
+        counter["calls"] += 1
+        orig(dt)
+
+    ring._advance_general = counting  # type: ignore[method-assign]
+    return counter
+
+
 def random_inputs(rng: np.random.Generator, n: int, k: int, regime: str):
     """States and commands: gentle (mostly unsaturated), wild (saturated) or hostile (NaN, inf)."""
     scale = {"gentle": 0.1, "wild": 4.0, "hostile": 2.0}[regime]
@@ -85,14 +98,7 @@ def test_ring_scores_like_the_reference(regime: str, n: int, h: int, linear: boo
     model = NominalModel(tau_xy_s=0.5, tau_z_s=0.3, accel_xy_m_s2=3.0, accel_z_m_s2=2.5)
     ring, ref = ShadowPredictions(model, h, n), ReferenceShadows(model, h, n)
     ring._linear = linear
-    general = {"calls": 0}
-    orig = ring._advance_general
-
-    def counting(dt: float) -> None:
-        general["calls"] += 1
-        orig(dt)
-
-    ring._advance_general = counting  # type: ignore[method-assign]
+    general = count_general_steps(ring)
     rng = np.random.default_rng(hash((regime, n, h)) % 2**32)
     now = 0.0
     with np.errstate(all="ignore"):
@@ -132,14 +138,7 @@ def test_both_steps_are_taken_and_agree_on_a_flight() -> None:
     rng = np.random.default_rng(5)
     fast, general = ShadowPredictions(model, 50, 1), ShadowPredictions(model, 50, 1)
     general._linear = False
-    calls = {"general": 0}
-    orig = fast._advance_general
-
-    def counting(dt: float) -> None:
-        calls["general"] += 1
-        orig(dt)
-
-    fast._advance_general = counting  # type: ignore[method-assign]
+    calls = count_general_steps(fast)
     pos, vel = np.zeros((1, 3)), np.zeros((1, 3))
     cmd = np.array([[1.0, 0.5, -0.2]])
     now = 0.0
@@ -152,7 +151,7 @@ def test_both_steps_are_taken_and_agree_on_a_flight() -> None:
         np.testing.assert_allclose(a[0], b[0], rtol=1e-10, atol=1e-10)
         np.testing.assert_array_equal(a[1], b[1])
         pos, vel = model.step(pos, vel, cmd + rng.normal(0, 0.2, (1, 3)), 0.02)
-    assert 100 < calls["general"] < 500, calls
+    assert 100 < calls["calls"] < 500, calls
 
 
 def test_tick_one_equals_tick() -> None:
