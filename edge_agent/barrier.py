@@ -308,9 +308,14 @@ class Barrier:
             dn = min(max(pn, lon), hin) - pn
             de = min(max(pe, loe), hie) - pe
             db = math.hypot(dn, de)
-            s = db if db > 0 else 1.0
-            normals[col] = (dn / s, de / s, 0.0)
-            dist.append(-min(pn - lon, pe - loe, hin - pn, hie - pe) if db == 0 else db)
+            if db > 0:
+                normals[col] = (dn / db, de / db, 0.0)
+                dist.append(db)
+            else:  # inside: inward from the nearest side (Mission.keepout_horizontal says why)
+                sides = (pn - lon, hin - pn, pe - loe, hie - pe)  # ties broken as the batched path does
+                k = min(range(4), key=sides.__getitem__)
+                normals[col] = ((1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0))[k]
+                dist.append(-sides[k])
             col += 1
         for top, bottom in self._s_zv:
             above, below = top - pd, pd - bottom

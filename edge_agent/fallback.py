@@ -48,6 +48,8 @@ class FallbackLatch:
         brake_timeout_s: float,
         hold_gain_1_s: float,
         hold_speed_m_s: float,
+        trim_gain_1_s2: float,
+        trim_max_m_s: float,
         return_speed_m_s: float,
         return_accept_m: float,
         alarm_reason: int,
@@ -62,6 +64,8 @@ class FallbackLatch:
         self.brake_timeout_s = brake_timeout_s
         self.gain = hold_gain_1_s
         self.hold_speed = hold_speed_m_s
+        self.trim_gain = trim_gain_1_s2
+        self.trim_max = trim_max_m_s
         self.return_speed = return_speed_m_s
         self.return_accept = return_accept_m
         self.home = np.asarray(plan.home_ned_m, dtype=np.float64)
@@ -72,6 +76,9 @@ class FallbackLatch:
         self.stage_since_s = np.full(n, np.nan)
         self.clear_since_s = np.full(n, np.nan)
         self.target_ned_m = np.zeros((n, 3))
+        self.trim_ned_m_s = np.zeros((n, 3))
+        """The hold's integral term: the velocity command that keeps the vehicle still (m/s)."""
+        self._last_s = np.nan
 
     def reset(self, mask: B8 | None = None) -> None:
         """Back to NONE (policy in control) for the masked vehicles (all if None)."""
@@ -81,6 +88,7 @@ class FallbackLatch:
         self.entered_s[sel] = np.nan
         self.stage_since_s[sel] = np.nan
         self.clear_since_s[sel] = np.nan
+        self.trim_ned_m_s[sel] = 0.0
 
     def _go(self, mask: B8, stage: Stage, now_s: float) -> None:
         self.stage[mask] = stage
@@ -98,8 +106,19 @@ class FallbackLatch:
     ) -> None:
         """Advance the latch one tick. ``valid``: position and velocity are trustworthy (watchdog)."""
         stage = self.stage
+        dt = now_s - self._last_s
+        self._last_s = now_s
         if not stage.any() and not enter.any():
             return  # the common case, kept cheap for batch 1
+        holding = ((stage == Stage.HOLD) | (stage == Stage.LAND)) & valid
+        if holding.any() and 0.0 < dt < 1.0:
+            # Integrate the position error (horizontal; vertical too while holding, the descent is
+            # commanded while landing), clamped: the trim that cancels what the vehicle does on
+            # its own when told to stand still.
+            err = self.target_ned_m - pos_ned_m
+            err[stage == Stage.LAND, 2] = 0.0
+            trim = np.clip(self.trim_ned_m_s + self.trim_gain * dt * err, -self.trim_max, self.trim_max)
+            self.trim_ned_m_s[holding] = trim[holding]
         new = enter & (stage == Stage.NONE)
         if new.any():
             self._go(new, Stage.BRAKE, now_s)
@@ -126,6 +145,7 @@ class FallbackLatch:
         )
         if stopped.any():
             self.target_ned_m[stopped] = pos_ned_m[stopped]
+            self.trim_ned_m_s[stopped] = 0.0
             self._go(stopped, Stage.HOLD, now_s)
         if self.after_hold != Stage.HOLD:
             # An entry on the calibrator's alarm alone means the margin lags the conditions, not
@@ -154,7 +174,7 @@ class FallbackLatch:
             v = self.gain * err
             speed = np.sqrt((v**2).sum(axis=1, keepdims=True))
             v *= np.minimum(1.0, self.hold_speed / np.maximum(speed, 1e-12))
-            cmd[holding] = v[holding]
+            cmd[holding] = v[holding] + self.trim_ned_m_s[holding]
         landing = stage == Stage.LAND
         cmd[landing, 2] = self.plan.land_speed_m_s
         returning = stage == Stage.RETURN
@@ -167,6 +187,13 @@ class FallbackLatch:
             v[:, :2] *= np.minimum(1.0, self.return_speed / np.maximum(h, 1e-12))[:, None]
             cmd[returning] = v[returning]
         return cmd, landing
+
+    def still_command(self) -> F64:
+        """[B, 3]: what keeps each vehicle where it is (the hold's trim; the descent while landing)."""
+        cmd = self.trim_ned_m_s.copy()
+        landing = self.stage == Stage.LAND
+        cmd[landing, 2] = self.plan.land_speed_m_s
+        return cmd
 
 
 __all__ = ["FallbackLatch", "Stage"]

@@ -280,9 +280,25 @@ class MissionGeometry:
         dist[:, : dc.shape[1]] -= self.cyl_radius_m
         if self.box_lo_ne.shape[0]:
             inside = db == 0
-            if inside.any():  # inside a box footprint: minus the depth to the nearest side
-                depth = np.minimum(p - self.box_lo_ne, self.box_hi_ne - p).min(-1)
+            if inside.any():
+                # Inside a box footprint: minus the depth to the nearest side, and the normal pointing
+                # inward from that side, so that receding (n·u < 0) is leaving by the shortest way.
+                # (A zero normal here left the fallback's recovery nothing to push along: on real PX4
+                # a vehicle that drifted into the demo's building hovered inside it; docs/safety.md.)
+                to_lo, to_hi = p - self.box_lo_ne, self.box_hi_ne - p
+                depth = np.minimum(to_lo, to_hi).min(-1)
                 dist[:, dc.shape[1] :] = np.where(inside, -depth, db)
+                axis = np.minimum(to_lo, to_hi).argmin(-1)
+                sign = np.where(
+                    np.take_along_axis(to_lo, axis[..., None], -1)[..., 0]
+                    <= np.take_along_axis(to_hi, axis[..., None], -1)[..., 0],
+                    1.0,
+                    -1.0,
+                )
+                inward = np.zeros_like(diff_b)
+                np.put_along_axis(inward, axis[..., None], sign[..., None], -1)
+                nb = normal[:, dc.shape[1] :]
+                nb[inside] = inward[inside]
         return dist, normal
 
     def keepout_distance(self, pos_ned_m: F64) -> tuple[F64, F64]:

@@ -67,6 +67,13 @@ class ShieldConfig:
     brake_timeout_s: float = 5.0
     hold_gain_1_s: float = 1.0
     hold_speed_m_s: float = 1.0
+    hold_trim_gain_1_s2: float = 0.5
+    """Integral gain of the fallback's position hold (1/s²). A vehicle whose velocity loop does not
+    bring it to rest on a zero command (velocity-estimate bias, integrator memory: real PX4 SIH
+    drifted 0.5–0.7 m/s while reporting ~0) is seen only in its position; the integral learns the
+    command that really holds it still (docs/safety.md, the PX4 breach)."""
+    hold_trim_max_m_s: float = 1.0
+    """Largest velocity the hold's integral may add, per axis (m/s)."""
     alarm_commit_s: float = 30.0
     """A fallback entered on the calibrator's alarm alone holds (and hands back when the alarm
     clears) for up to this long before committing to the mission's land/return (s)."""
@@ -102,6 +109,8 @@ class ShieldConfig:
             "return_speed_m_s",
             "return_accept_m",
             "alarm_commit_s",
+            "hold_trim_gain_1_s2",
+            "hold_trim_max_m_s",
         ):
             value = getattr(self, name)
             if not (value > 0 and np.isfinite(value)):
@@ -196,6 +205,8 @@ class Shield:
             brake_timeout_s=config.brake_timeout_s,
             hold_gain_1_s=config.hold_gain_1_s,
             hold_speed_m_s=config.hold_speed_m_s,
+            trim_gain_1_s2=config.hold_trim_gain_1_s2,
+            trim_max_m_s=config.hold_trim_max_m_s,
             return_speed_m_s=config.return_speed_m_s,
             return_accept_m=config.return_accept_m,
             alarm_reason=int(Reason.CALIBRATION_ALARM),
@@ -350,16 +361,22 @@ class Shield:
         if in_fb.any():
             cmd, landing = latch.command(pos)
             fb = barrier.certify(prep, self.clip_to_limits(cmd), floor_off=landing)
-            # A fallback command the barrier cannot certify becomes the plain brake, plus a push
-            # out of every margin band the vehicle is in: a bare zero-velocity setpoint has no
-            # position feedback, and in wind a vehicle parked in a band (where noise in the
-            # measured velocity keeps every command uncertifiable) drifted into keep-out zones.
+            # A fallback command the barrier cannot certify becomes the brake (the hold's learnt
+            # trim: what really keeps this vehicle still, zero for a vehicle that follows its
+            # commands; plus the descent while landing), with a push out of every margin band the
+            # vehicle is in: a bare zero-velocity setpoint has no position feedback, and in wind a
+            # vehicle parked in a band (where noise in the measured velocity keeps every command
+            # uncertifiable) drifted into keep-out zones.
             fb_cmd = fb.vel_cmd_ned_m_s
             stuck = in_fb & ~fb.ok
             if stuck.any():
                 cfg = self.config
                 push = barrier.recovery_command(
-                    prep, np.zeros((self.n, 3)), cfg.hold_gain_1_s, cfg.hold_speed_m_s, floor_off=landing
+                    prep,
+                    self.clip_to_limits(latch.still_command()),
+                    cfg.hold_gain_1_s,
+                    cfg.hold_speed_m_s,
+                    floor_off=landing,
                 )
                 fb_cmd = np.where(stuck[:, None], self.clip_to_limits(push), fb_cmd)
             setpoint[in_fb, :3] = fb_cmd[in_fb]

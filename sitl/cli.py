@@ -4,6 +4,9 @@
 
 On ``pty://`` it prints the serial device the agent should open, as a flight controller on
 ``/dev/ttyACM0`` would appear; on ``udpin://`` / ``tcpin://`` the address it listens on.
+
+With ``--firmware px4|ardupilot`` it runs the real autopilot firmware instead, confined to a
+private loopback-only network namespace (``sitl/firmware_cli.py``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--signing-key", default=None, help="MAVLink signing key, 64 hex digits (default: unsigned)"
     )
+    real = parser.add_argument_group(
+        "real firmware",
+        "run the autopilot's own SITL build (../shared/firmware/) instead of the emulator, in a private "
+        "network namespace with loopback only; COMMAND (after --) runs inside it, e.g. "
+        "edge-agent sitl --firmware px4 -- edge-agent run --bundle B --mission M --link udpin://127.0.0.1:14540",
+    )
+    real.add_argument(
+        "--firmware",
+        choices=("px4", "ardupilot"),
+        default=None,
+        help="real PX4 SITL with SIH, or real ArduCopter SITL",
+    )
+    real.add_argument(
+        "--firmware-dir",
+        default=None,
+        help="folder with px4/ and ardupilot/ (default: $EDGE_AGENT_FIRMWARE_DIR, then ../shared/firmware)",
+    )
+    real.add_argument("--vehicles", type=int, default=1, help="vehicles to start (default 1)")
+    real.add_argument(
+        "--speedup", type=float, default=1.0, help="ArduCopter only: times faster than real time (default 1)"
+    )
+    real.add_argument("--workdir", default=None, help="where the firmware writes (default: a scratch folder)")
+    real.add_argument("--home", default=None, help="LAT,LON,ALT_AMSL_M of home (default: the firmware's)")
+    real.add_argument("command", nargs=argparse.REMAINDER, help="with --firmware: a command to run beside it")
 
 
 def parse_wind(text: str) -> tuple[float, float, float]:
@@ -184,6 +211,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.firmware is not None:
+        from sitl.firmware_cli import run_firmware
+
+        return run_firmware(args, parse_params(args.param))
+    if args.command:
+        raise SitlOptionError(f"a COMMAND ({' '.join(args.command)!r}) runs only beside --firmware")
     vehicle = build_vehicle(args)
     if not (math.isfinite(args.speed) and args.speed > 0):
         raise SitlOptionError(f"--speed must be > 0 (1 = real time), got {args.speed}")

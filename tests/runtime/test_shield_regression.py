@@ -119,3 +119,79 @@ def test_recovery_command_recedes_from_every_band_and_leaves_others_alone() -> N
     np.testing.assert_allclose(out[0], [-0.5, 0.7, 0.0], atol=1e-12)
     np.testing.assert_allclose(out[1], [0.4, 0.5, 0.0], atol=1e-12)
     np.testing.assert_array_equal(out[2], u[2])
+
+
+def fly_hidden_drift(
+    shield: Shield, start_ned_m: np.ndarray, drift_ned_m_s: np.ndarray, seconds: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`fly`, but the drift is invisible in the measured velocity, as on real PX4 SIH:
+    its estimator reported −0.1…−0.3 m/s while the airframe moved +0.5…+0.7 m/s north during the
+    fallback's descent (px4_uncalibrated.ulg, docs/safety.md). Only the position shows it.
+    Returns (signed distance to the building per tick [T, B], final stages [B])."""
+    nominal = shield.nominal
+    geo = shield.mission.geometry
+    b = start_ned_m.shape[0]
+    pos = start_ned_m.copy()
+    vel = np.zeros((b, 3))
+    action = np.zeros((b, 4))
+    action[:, 0] = 3.0
+    dist = []
+    for k in range(round(seconds / DT_S)):
+        res = shield.certify(
+            ShieldInput(
+                now_s=k * DT_S,
+                pos_ned_m=pos.copy(),
+                vel_ned_m_s=vel.copy(),
+                action=action,
+                margin_m=np.full(b, 0.3),
+                signal_age_s=np.full((b, 4), 0.02),
+                link_ok=np.ones(b, dtype=bool),
+                inference_ok=np.ones(b, dtype=bool),
+                calibrator_alarm=np.zeros(b, dtype=bool),
+            )
+        )
+        pos, vel = nominal.step(pos, vel, res.setpoint[:, :3], DT_S)
+        pos = pos + drift_ned_m_s * DT_S
+        pos[:, 2] = np.minimum(pos[:, 2], 0.0)  # the ground
+        dist.append(geo.keepout_distance(pos)[0][:, 1])
+    return np.array(dist), shield.latch.stage.copy()
+
+
+def test_fallback_land_holds_position_against_a_drift_the_velocity_estimate_hides() -> None:
+    """The PX4 breach: a fallback landing 1.5–2 m south of the building drifted into it."""
+    raw = copy.deepcopy(MISSION)
+    raw["fallback"] = {"action": "land", "hold_s": 3.0, "land_speed_m_s": 0.7}
+    m = parse_mission(raw)
+    b = 16
+    shield = Shield(m, NominalModel(), SilenceBehavior.default("px4"), ShieldConfig(), n=b)
+    rng = np.random.default_rng(11)
+    start = np.column_stack([rng.uniform(6.0, 6.6, b), rng.uniform(-3.0, 3.0, b), np.full(b, -10.0)])
+    dist, stage = fly_hidden_drift(shield, start, np.array([0.6, 0.0, 0.0]), seconds=25.0)
+    assert (stage == Stage.LAND).all()
+    # Before the fix the hold's P-loop settled 0.6 m/s ÷ 1/s = 0.6 m beyond its target and the
+    # uncertifiable ticks' zero-velocity brake let the drift through: every vehicle ended inside
+    # the building. The integral learns the −0.6 m/s that holds it.
+    assert dist.min() > 0.0, dist.min()
+    assert dist[-1].min() > 0.2, dist[-1].min()
+
+
+def test_recovery_inside_a_box_zone_leaves_by_the_nearest_side() -> None:
+    """Inside a box keep-out the normal was zero, so the recovery had nothing to push along and a
+    vehicle that got in (real PX4, the demo's building) hovered inside it."""
+    m = mission()
+    shield = Shield(m, NominalModel(), SilenceBehavior.default("px4"), ShieldConfig(), n=4)
+    barrier = shield.barrier
+    pos = np.array(
+        [[8.5, 0.0, -10.0], [13.6, 1.0, -10.0], [11.0, -3.5, -10.0], [11.0, 3.8, -10.0]]
+    )  # inside the building (N 8..14, E -4..4), nearest side S, N, W, E
+    prep = barrier.prepare(pos, np.zeros((4, 3)), np.zeros(4), np.zeros(4))
+    out = barrier.recovery_command(prep, np.zeros((4, 3)), gain_1_s=1.0, speed_m_s=1.0)
+    exits = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+    for k in range(4):
+        assert out[k, :2] @ exits[k] >= 0.99, (k, out[k])
+    # The scalar geometry (batch 1 on the drone) agrees with the batched one.
+    for k in range(4):
+        normals, dist = barrier._geometry_one(*pos[k])
+        col = range(barrier.n_cols)[barrier.zone_h_cols][1]
+        np.testing.assert_allclose(normals[col][:2], prep.normal[k, col, :2], atol=1e-12)
+        assert dist[col] == prep.dist_m[k, col]
