@@ -65,6 +65,8 @@ _LAYER_NAMES = ("none", "watchdog", "barrier", "fallback")
 _REASON_NAMES = {int(r): r.name for r in Reason}
 """Reason code → name without building an enum member every tick."""
 _STAGE_LAND = int(Stage.LAND)
+_FLAVOUR_AUTOPILOT = {"px4": Autopilot.PX4, "ardupilot": Autopilot.ARDUPILOT}
+_DEMO_MISSION = {"px4": "demo.toml", "ardupilot": "demo_ardupilot.toml"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,10 @@ class LoopConfig:
     takeoff_alt_m: float = 5.0
     """Take-off height above the origin when the vehicle starts on the ground."""
     connect_timeout_s: float = 15.0
+    """How long to wait for the autopilot's first HEARTBEAT."""
+    ready_timeout_s: float = 120.0
+    """How long to wait, after the HEARTBEAT, until the autopilot can fly: position estimate
+    flowing and its pre-arm checks passing (a cold real ArduCopter needs ~42 s for its EKF)."""
     activation_timeout_s: float = 60.0
     max_duration_s: float = math.inf
     shield_enabled: bool = True
@@ -110,6 +116,8 @@ class LoopConfig:
             raise ConfigError(f"realtime priority {self.realtime_priority} must lie in 1..99 (SCHED_FIFO)")
         if not 0.0 < self.deadline_frac <= 1.0:
             raise ConfigError(f"deadline_frac {self.deadline_frac} must lie in (0, 1]")
+        if not (self.ready_timeout_s > 0 and math.isfinite(self.ready_timeout_s)):
+            raise ConfigError(f"--ready-timeout {self.ready_timeout_s} s must be a finite number > 0")
         if not 0.0 <= self.spin_us <= 10_000.0:
             raise ConfigError(f"spin {self.spin_us} µs must lie in 0–10000 µs")
 
@@ -251,18 +259,51 @@ class Runtime:
     # -- phases --------------------------------------------------------------------------------
 
     def connect(self) -> VehicleState:
-        """Wait for the autopilot's HEARTBEAT and fresh position telemetry."""
+        """Wait for the autopilot's HEARTBEAT, then until it is ready to fly (as QGroundControl and
+        MAVSDK do): a fresh position and velocity estimate, and its own pre-arm checks passing.
+        Nothing is bypassed: the autopilot's PreArm/Arm texts are shown as they come."""
         self._set_healthy(True)
         start = self.clock()
+        heard: int | None = None
+        texts_shown_ns = 0
+        next_status = 0
+        status_every_ns = int(1e9 if sys.stderr.isatty() else 10e9)
         while True:
             now = self.clock()
             self._poll(now)
             st = self.state
             fresh = st.pos_ned_m is not None and (now - st.pos_ned_m.stamp_ns) < 0.5e9
-            if st.link_up and fresh and st.vel_ned_m_s is not None:
-                return st
-            if now - start > self.config.connect_timeout_s * 1e9:
-                what = "no HEARTBEAT" if not st.link_up else "no fresh LOCAL_POSITION_NED"
+            position = fresh and st.vel_ned_m_s is not None
+            if st.link_up and heard is None:
+                heard = now
+            if heard is not None:
+                if position and st.prearm_ok is not False:
+                    if next_status:
+                        self._status(f"autopilot ready after {(now - heard) * 1e-9:.1f} s", end="\n")
+                    return st
+                texts_shown_ns = self._show_prearm_texts(texts_shown_ns)
+                waited = (now - heard) * 1e-9
+                missing = ", ".join(
+                    w
+                    for w, ok in (
+                        ("position estimate", position),
+                        ("pre-arm checks", st.prearm_ok is not False),
+                    )
+                    if not ok
+                )
+                if now >= next_status:
+                    self._status(f"waiting for the autopilot to be ready ({waited:.0f} s): no {missing} yet")
+                    next_status = now + status_every_ns
+                if waited > self.config.ready_timeout_s:
+                    last = self._last_prearm_text()
+                    raise ActivationError(
+                        f"the autopilot on {self.link.url} was not ready to fly within "
+                        f"{self.config.ready_timeout_s:.0f} s (no {missing}"
+                        + (f"; it last said {last!r}" if last else "")
+                        + "): a cold vehicle needs a GPS fix and its estimator to converge; raise --ready-timeout, "
+                        "or fix what the autopilot reports"
+                    )
+            elif now - start > self.config.connect_timeout_s * 1e9:
                 bad_sig = self.session.parser.signature_errors if self.session is not None else 0
                 hint = (
                     f"{bad_sig} frames failed their MAVLink signature: check that --signing-key matches "
@@ -271,10 +312,55 @@ class Runtime:
                     else "check the cable or URL, the baud rate, and that the autopilot streams telemetry"
                 )
                 raise ActivationError(
-                    f"{what} from the autopilot on {self.link.url} within {self.config.connect_timeout_s:.0f} s: "
-                    f"{hint}"
+                    f"no HEARTBEAT from the autopilot on {self.link.url} within "
+                    f"{self.config.connect_timeout_s:.0f} s: {hint}"
                 )
+            if self._stop_reason is not None:
+                raise ActivationError(f"stopped while waiting for the autopilot: {self._stop_reason}")
             self.sleep(0.01)
+
+    def _status(self, text: str, end: str = "\r") -> None:
+        """A live status line on the console (stderr): rewritten in place on a terminal."""
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\x1b[K{text}{end}")
+        else:
+            sys.stderr.write(f"edge-agent run: {text}\n")
+        sys.stderr.flush()
+
+    def _prearm_entries(self) -> list[Any]:
+        if self.session is None:
+            return []
+        return [
+            e for e in self.session.telemetry.statustexts if e.text.startswith(("PreArm", "Arm", "Preflight"))
+        ]
+
+    def _show_prearm_texts(self, shown_ns: int) -> int:
+        """Print the autopilot's pre-arm texts newer than ``shown_ns``, verbatim; the newest stamp."""
+        for e in self._prearm_entries():
+            if e.stamp_ns > shown_ns:
+                sys.stderr.write(("\r\x1b[K" if sys.stderr.isatty() else "") + f"autopilot: {e.text}\n")
+                shown_ns = e.stamp_ns
+        return shown_ns
+
+    def _last_prearm_text(self) -> str | None:
+        entries = self._prearm_entries()
+        return entries[-1].text if entries else None
+
+    def check_flavour(self) -> None:
+        """Refuse a mission written for another autopilot than the one whose HEARTBEAT we hear: the
+        shield's silence model (what the vehicle does if the agent dies) comes from the flavour."""
+        if self.custom is not None:
+            return
+        want = self.mission.autopilot.flavour
+        got = self.state.autopilot
+        if _FLAVOUR_AUTOPILOT[want] != got:
+            other = {Autopilot.PX4: "px4", Autopilot.ARDUPILOT: "ardupilot"}.get(got, got.name.lower())
+            raise ActivationError(
+                f"the mission is for {want} ([autopilot] flavour = {want!r}) but the vehicle on {self.link.url} "
+                f"is {got.name} (its HEARTBEAT): the shield would assume {want}'s behaviour when the agent "
+                f"falls silent; fly a mission with flavour = {other!r} and that autopilot's silence_hold_s and "
+                f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
+            )
 
     def activate(self) -> None:
         """Take control: the flavour's activation sequence, holding position throughout."""
@@ -365,6 +451,7 @@ class Runtime:
         if self.config.realtime_priority is not None:
             set_realtime_priority(self.config.realtime_priority)
         self.connect()
+        self.check_flavour()
         self._t0_ns = self.clock()
         self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
         try:

@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-duration", type=float, default=math.inf, help="stop after this many seconds")
     parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait after the first HEARTBEAT until the autopilot can fly: position estimate "
+        "flowing, its pre-arm checks passing (default %(default)s; a cold ArduCopter needs ~42 s)",
+    )
+    parser.add_argument(
         "--end", choices=("land", "hold"), default="land", help="what the vehicle does at the end"
     )
     parser.add_argument(
@@ -132,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         takeoff_alt_m=args.takeoff_alt,
         max_duration_s=args.max_duration,
+        ready_timeout_s=args.ready_timeout,
         shield_enabled=not args.no_shield,
         end_action=args.end,
         realtime_priority=args.realtime_priority,

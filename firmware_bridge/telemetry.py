@@ -58,7 +58,7 @@ ARDUCOPTER_MODES: dict[int, str] = {
     2: "ALTCTL",  # ALT_HOLD
     3: "MISSION",  # AUTO
     4: "GUIDED",
-    5: "HOLD",  # LOITER: holds position by itself when the sticks are centred (sitl speaks it so too)
+    5: "LOITER",  # follows the sticks: with the throttle low (no pilot) it descends into the ground
     6: "RTL",
     7: "CIRCLE",
     9: "LAND",
@@ -67,7 +67,7 @@ ARDUCOPTER_MODES: dict[int, str] = {
     14: "FLIP",
     15: "AUTOTUNE",
     16: "POSCTL",  # POSHOLD: pilot-controlled position, PX4's POSCTL
-    17: "BRAKE",
+    17: "HOLD",  # BRAKE: stops and holds position whatever the sticks say, PX4's Hold
     18: "THROW",
     19: "AVOID_ADSB",
     20: "GUIDED_NOGPS",
@@ -153,6 +153,10 @@ def _rotate(
         vy + w * ty + (z * tx - x * tz),
         vz + w * tz + (x * ty - y * tx),
     )
+
+
+_PREARM_CHECK = 0x10000000
+"""MAV_SYS_STATUS_PREARM_CHECK: the autopilot's own pre-arm checks pass (ArduPilot, PX4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +333,10 @@ class TelemetryTracker:
     def _sys_status(self, m: Any, now: int) -> None:
         volts = m.voltage_battery / 1000.0 if m.voltage_battery != 0xFFFF else math.nan
         self._battery(m.battery_remaining, volts, now)
+        if m.onboard_control_sensors_present & _PREARM_CHECK:
+            ok = bool(m.onboard_control_sensors_health & _PREARM_CHECK)
+            if self._fields.get("prearm_ok") != ok:
+                self._set("prearm_ok", ok)
 
     def _battery_status(self, m: Any, now: int) -> None:
         if m.id != 0:

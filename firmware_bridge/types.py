@@ -70,6 +70,8 @@ class VehicleState:
     autopilot: Autopilot = Autopilot.PX4
     params: dict[str, float] = field(default_factory=dict)
     """Autopilot parameters read at connect (e.g. COM_OF_LOSS_T, GUID_TIMEOUT)."""
+    prearm_ok: bool | None = None
+    """SYS_STATUS pre-arm check health; None = the autopilot does not report that bit."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ _AP_MODES: dict[Mode, int] = {
     Mode.STABILIZE: 0,
     Mode.ALTCTL: 2,
     Mode.GUIDED: 4,
-    Mode.HOLD: 5,  # LOITER
+    Mode.HOLD: 17,  # BRAKE (LOITER, 5, follows the sticks: the real one descended into the ground)
     Mode.RTL: 6,
     Mode.LAND: 9,
     Mode.POSCTL: 16,  # POSHOLD

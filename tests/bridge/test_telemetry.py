@@ -122,11 +122,11 @@ def test_px4_mode_table_round_trips(custom_mode: int, name: str) -> None:
         (2, "ALTCTL"),
         (3, "MISSION"),
         (4, "GUIDED"),
-        (5, "HOLD"),
+        (5, "LOITER"),  # follows the sticks: not a hold (real ArduCopter descended into the ground)
         (6, "RTL"),
         (9, "LAND"),
         (16, "POSCTL"),
-        (17, "BRAKE"),
+        (17, "HOLD"),  # BRAKE holds position whatever the sticks say
     ],
 )
 def test_arducopter_mode_table_round_trips(number: int, name: str) -> None:

@@ -30,7 +30,11 @@ def old_demo(folder: Path) -> Path:
     mission = (ROOT / "examples" / "missions" / "demo.toml").read_text()
     mission = mission.replace("center_ne_m = [9.0, 4.0]", "center_ne_m = [0.0, 0.0]")
     mission = mission.replace("radius_m = 3.0", "radius_m = 5.0")
+    mission = mission.replace("east_min_m = -12.0", "east_min_m = -4.0").replace(
+        "east_max_m = -6.0", "east_max_m = 4.0"
+    )
     assert "center_ne_m = [0.0, 0.0]" in mission and "radius_m = 5.0" in mission
+    assert "east_min_m = -4.0" in mission and "east_max_m = 4.0" in mission  # the building where it was
     (folder / "missions").mkdir(parents=True)
     (folder / "scenarios").mkdir()
     (folder / "missions" / "demo.toml").write_text(mission)

@@ -1,0 +1,176 @@
+"""The real autopilots: PX4 (SIH) and ArduCopter SITL built from their own source (../shared/firmware).
+
+Each test starts the firmware with ``sitl.firmware.FirmwareSitl`` (a private loopback-only network
+namespace: the firmware binds every interface), starts ``edge-agent run`` inside that namespace as a
+user would, right after the firmware's first HEARTBEAT (about a second after launch; a cold
+ArduCopter needs ~40 s more before it can arm, which the agent waits for), and judges the flight
+from the firmware's own telemetry on a second link, not from the agent's log.
+
+Skipped, with one line saying why, where the binaries or network namespaces are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.mission import load_mission
+from sitl.firmware import FirmwareSitl, unavailable_reason
+from tests.e2e.conftest import REPO, edge_agent, env
+from tests.e2e.firmware_observer import Observer, Track, free_port_gone, judge
+
+pytestmark = pytest.mark.slow
+
+MISSIONS = {
+    "px4": REPO / "examples/missions/demo.toml",
+    "ardupilot": REPO / "examples/missions/demo_ardupilot.toml",
+}
+ARDUCOPTER_BRAKE, ARDUCOPTER_LAND = 17, 9
+PX4_AUTO_LOITER, PX4_AUTO_LAND = (4 << 16) | (3 << 24), (4 << 16) | (6 << 24)
+
+
+def need(kind: str) -> None:
+    why = unavailable_reason(kind)
+    if why is not None:
+        pytest.skip(f"real {kind} firmware not available here: {why}")
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained example policy, exported as `make demo` exports it."""
+    out = tmp_path_factory.mktemp("firmware") / "bundle"
+    pol = REPO / "examples" / "policy"
+    subprocess.run(
+        edge_agent(
+            "export", "--spec", str(pol / "spec.toml"), "--sb3", str(pol / "model.zip"), "--algo", "ppo",
+            "--vecnormalize", str(pol / "vecnormalize.pkl"), "--out", str(out),
+        ),
+        check=True, cwd=REPO, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def fly(
+    kind: str, bundle: Path, tmp_path: Path, *extra: str, max_duration_s: float = 120.0
+) -> tuple[subprocess.CompletedProcess[str], Track, dict, float]:
+    """Fly ``bundle`` on the demo mission on real ``kind``; (agent's result, firmware's track,
+    the agent's JSON summary, wall time the agent exited)."""
+    with FirmwareSitl(kind, workdir=tmp_path / "fw") as fw:
+        vehicle = fw.vehicles[0]
+        observer = Observer(fw, vehicle)
+        log = tmp_path / "flight.eal"
+        proc = fw.popen(
+            edge_agent(
+                "run", "--bundle", str(bundle), "--mission", str(MISSIONS[kind]), "--link", vehicle.link_url,
+                "--max-duration", str(max_duration_s), "--log", str(log), "--json", *extra,
+            ),
+            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=max_duration_s + 150)
+        except subprocess.TimeoutExpired:
+            fw.ns.stop(proc)  # type: ignore[union-attr]
+            out, err = proc.communicate()
+            raise AssertionError(f"the agent did not finish:\n{err[-3000:]}") from None
+        ended = time.time()
+        time.sleep(3.0)  # what the vehicle does after the agent's end command
+        track = observer.stop()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    return result, track, summary, ended
+
+
+def airborne_from(track: Track, floor_down_m: float) -> float:
+    for t, p in zip(track.t_s, track.pos_ned_m, strict=True):
+        if p[2] < floor_down_m - 0.5:
+            return t
+    raise AssertionError("the vehicle never climbed above the altitude floor")
+
+
+@pytest.mark.parametrize("kind", ["px4", "ardupilot"])
+def test_demo_mission_on_real_firmware_completes_without_breach(
+    kind: str, demo_bundle: Path, tmp_path: Path
+) -> None:
+    need(kind)
+    mission = load_mission(MISSIONS[kind])
+    result, track, summary, ended = fly(kind, demo_bundle, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary.get("mission_complete") is True, (summary, result.stderr[-2000:])
+    verdict = judge(
+        mission,
+        track,
+        airborne_from_s=airborne_from(track, mission.geometry.floor_down_m),
+        airborne_until_s=ended,
+    )
+    print(f"{kind}: judged from {verdict.samples} LOCAL_POSITION_NED of the firmware: {verdict}")
+    assert verdict.breaches == [], verdict
+
+
+@pytest.mark.parametrize("kind", ["px4", "ardupilot"])
+def test_adversarial_policy_on_real_firmware_never_breaches(kind: str, bundles: Path, tmp_path: Path) -> None:
+    """The adversary steers at the keep-outs and the fence at full speed; the shield must hold on the
+    real vehicle (the flight may end in the fallback: what counts is that nothing is entered)."""
+    need(kind)
+    mission = load_mission(MISSIONS[kind])
+    result, track, summary, _ = fly(kind, bundles / "adversary", tmp_path, max_duration_s=45.0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdict = judge(mission, track, airborne_from_s=float("inf"), airborne_until_s=float("inf"))
+    print(
+        f"{kind} adversary: {summary.get('end_reason')}; interventions {summary.get('interventions')}; {verdict}"
+    )
+    assert verdict.fence_m >= 0 and verdict.keepout_m >= 0 and verdict.ceiling_m >= 0, verdict
+
+
+@pytest.mark.parametrize(
+    ("kind", "end", "modes"),
+    [
+        ("px4", "hold", {PX4_AUTO_LOITER}),
+        ("px4", "land", {PX4_AUTO_LAND}),
+        ("ardupilot", "hold", {ARDUCOPTER_BRAKE}),
+        ("ardupilot", "land", {ARDUCOPTER_LAND}),
+    ],
+)
+def test_each_end_choice_does_what_its_name_says_on_real_firmware(
+    kind: str, end: str, modes: set[int], bundles: Path, tmp_path: Path
+) -> None:
+    """Flown with the goal seeker, stopped by the time limit mid-route: ``hold`` must leave the
+    vehicle in a mode that holds position whatever the (absent) sticks say, at its altitude;
+    ``land`` must bring it down."""
+    need(kind)
+    result, track, summary, ended = fly(
+        kind, bundles / "goal_seeker", tmp_path, "--end", end, max_duration_s=8.0
+    )
+    assert result.returncode in (0, 4), result.stderr[-3000:]  # 4: time limit (docs/safety.md exit codes)
+    after = [(t, mode, armed) for t, mode, armed in track.modes if t > ended]
+    assert after and after[-1][1] in modes, (after[-3:], summary)
+    pos = track.positions(since_s=ended)
+    alt = -pos[:, 2]
+    if end == "hold":
+        # Holding: stays where it was (no drift, no descent) for the 3 s watched.
+        assert alt.max() - alt.min() < 1.0, (alt.min(), alt.max())
+        assert abs(pos[-1, 0] - pos[0, 0]) < 2.0 and abs(pos[-1, 1] - pos[0, 1]) < 2.0
+    else:
+        assert alt[-1] < alt[0] - 0.5, (alt[0], alt[-1])  # descending
+
+
+def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) -> None:
+    kinds = [k for k in ("px4", "ardupilot") if unavailable_reason(k) is None]
+    if not kinds:
+        pytest.skip(f"no real firmware available here: {unavailable_reason('px4')}")
+    for kind in kinds:
+        with FirmwareSitl(kind, n=2, workdir=tmp_path / kind) as fw:
+            pids = [v.proc.pid for v in fw.vehicles]
+            ns_path = fw.ns.path  # type: ignore[union-attr]
+            assert Path(ns_path).exists()
+        assert not Path(ns_path).exists(), "the namespace outlived the launcher"
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    left = subprocess.run(["pgrep", "-x", "px4|arducopter"], capture_output=True, text=True).stdout.split()
+    assert left == [], f"firmware processes left running: {left}"
+    # The firmware bound its ports inside the namespace only: on the host they are free.
+    for port, kind in ((14540, 2), (14550, 2), (18570, 2)):
+        assert free_port_gone(port), port
