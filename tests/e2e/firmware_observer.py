@@ -136,9 +136,9 @@ def judge(mission: Mission, track: Track, *, airborne_from_s: float, airborne_un
     )
 
 
-def free_port_gone(port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+def free_port_gone(port: int) -> bool:
     """True when nothing on the host's own network holds ``port`` (the firmware never touched it)."""
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.bind(("127.0.0.1", port))
         return True

@@ -172,5 +172,5 @@ def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) ->
     left = subprocess.run(["pgrep", "-x", "px4|arducopter"], capture_output=True, text=True).stdout.split()
     assert left == [], f"firmware processes left running: {left}"
     # The firmware bound its ports inside the namespace only: on the host they are free.
-    for port, kind in ((14540, 2), (14550, 2), (18570, 2)):
+    for port in (14540, 14550, 18570):
         assert free_port_gone(port), port
