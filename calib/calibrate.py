@@ -76,10 +76,18 @@ def calibrate_scores(scores: F64, holdout: F64, alpha: float) -> CalibrationResu
 
 
 def calibration_section(
-    result: CalibrationResult, horizon_ticks: int, scenario: str, source: str
+    result: CalibrationResult,
+    horizon_ticks: int,
+    scenario: str,
+    source: str,
+    vehicle: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest's ``calibration`` section (read onboard by edge_agent.agent.calibrator_config_for)."""
+    """The manifest's ``calibration`` section (read onboard by edge_agent.agent.calibrator_config_for).
+
+    ``vehicle`` (edge_agent.vehicle.identity) says which vehicle the scores came from; the runtime
+    reports a flight on another one."""
     return {
+        "vehicle": vehicle,
         "score_definition": score_definition(horizon_ticks),
         "n": result.n,
         "alpha": result.alpha,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -18,9 +19,11 @@ from calib.calibrate import (
 from calib.certify import run_campaign
 from calib.logs import scores_from_logs
 from calib.rollout import EpisodeResults
-from calib.scenario import load_scenario, scenario_hash
+from calib.scenario import load_scenario, scenario_hash, scenario_mission
 from edge_agent.bundle import load_bundle, write_manifest_section
 from edge_agent.errors import CalibrationError
+from edge_agent.flightlog import read_log
+from edge_agent.vehicle import identity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         result = calibrate_scores(s[:cut], s[cut:], args.alpha)
         source = "logs: " + "; ".join(logs.sources)
         s_hash = "n/a (flight logs)"
+        vehicle = _vehicle_of_logs(args.from_log)
     else:
         spec = load_scenario(args.scenarios)
         holdout = args.episodes // 2 if args.holdout is None else args.holdout
@@ -81,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
             ) from exc
         source = f"sitl scenario {spec.name!r} ({args.scenarios})"
         s_hash = scenario_hash(spec)
+        vehicle = identity(scenario_mission(spec).autopilot.flavour, emulator=True)
     print(report(result))
-    section = calibration_section(result, h_ticks, s_hash, source)
+    section = calibration_section(result, h_ticks, s_hash, source, vehicle)
     if args.dry_run:
         print("dry run: bundle not changed")
     else:
@@ -91,3 +96,13 @@ def run(args: argparse.Namespace) -> int:
             f"calibration written into {Path(args.bundle) / 'manifest.json'} (quantile_m {result.quantile_m:.4f})"
         )
     return 0
+
+
+def _vehicle_of_logs(paths: list[Path]) -> dict[str, Any] | None:
+    """The vehicle our own flight logs (.eal) were flown on, from their header; None if unknown."""
+    for path in paths:
+        if Path(path).suffix == ".eal":
+            header = next(iter(read_log(path)), {})
+            if header.get("k") == "header" and header.get("autopilot"):
+                return identity(str(header["autopilot"]), header.get("params") or {})
+    return None

@@ -50,6 +50,7 @@ from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
 from edge_agent.shield import Reason
+from edge_agent.vehicle import describe, identity, mismatch
 from firmware_bridge.adapters import ArduPilotGuided, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
 from firmware_bridge.links import Link, ReconnectingLink
@@ -277,7 +278,8 @@ class Runtime:
             if st.link_up and heard is None:
                 heard = now
             if heard is not None:
-                if position and st.prearm_ok is not False:
+                estimator = st.position_ok is not False
+                if position and estimator and st.prearm_ok is not False:
                     if next_status:
                         self._status(f"autopilot ready after {(now - heard) * 1e-9:.1f} s", end="\n")
                     return st
@@ -287,6 +289,7 @@ class Runtime:
                     w
                     for w, ok in (
                         ("position estimate", position),
+                        ("valid absolute position from the estimator", estimator),
                         ("pre-arm checks", st.prearm_ok is not False),
                     )
                     if not ok
@@ -361,6 +364,27 @@ class Runtime:
                 f"falls silent; fly a mission with flavour = {other!r} and that autopilot's silence_hold_s and "
                 f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
             )
+
+    def check_vehicle(self) -> str | None:
+        """Report (console, log, ground station) when the bundle's calibration is for another vehicle.
+
+        Not a refusal: the margin and any certificate then lack their evidence for this vehicle,
+        and the calibrator's live score is what guards the flight (it widens the margin, and its
+        alarm enters the fallback). The message says what to do."""
+        cal = self.bundle.manifest.calibration
+        flown = identity(self.state.autopilot.name, self.state.params)
+        why = mismatch(cal.get("vehicle") if cal else None, flown)
+        if why is None:
+            return None
+        text = (
+            f"the bundle's calibration is for another vehicle ({why}): its margin and certificate are not "
+            f"evidence for this one; calibrate from a flight of it: edge-agent calibrate BUNDLE --from-log FLIGHT.eal"
+        )
+        print(f"edge-agent run: WARNING: {text}", file=sys.stderr, flush=True)
+        assert self.log is not None
+        self.log.event(self._t(), "vehicle_mismatch", detail=why, flown=describe(flown))
+        self._gcs_text(_WARNING, "edge-agent: calibrated for another vehicle")
+        return why
 
     def activate(self) -> None:
         """Take control: the flavour's activation sequence, holding position throughout."""
@@ -458,6 +482,7 @@ class Runtime:
             self.log.event(0.0, "connected", autopilot=self.state.autopilot.name, mode=self.state.mode)
             self.activate()
             self.climb()
+            self.check_vehicle()
             self.core = self._build()
             self.policy.reset()
             self.log.event(self._t(), "activated", mode=self.state.mode)

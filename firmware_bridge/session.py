@@ -64,6 +64,10 @@ DEFAULT_MESSAGE_RATES_HZ: tuple[tuple[int, float], ...] = (
     (mavlink.MAVLINK_MSG_ID_SYS_STATUS, 2.0),
     (mavlink.MAVLINK_MSG_ID_BATTERY_STATUS, 1.0),
     (mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE, 2.0),
+    (
+        mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT,
+        2.0,
+    ),  # ArduPilot's estimator health (PX4 sends ESTIMATOR_STATUS)
 )
 """Streams requested on every connect: (msgid, rate Hz)."""
 
@@ -89,6 +93,9 @@ PX4_FAILSAFE_PARAMS = ("COM_OF_LOSS_T", "COM_OBL_RC_ACT")
 """PX4 parameters read at connect: offboard-loss timeout and action."""
 ARDUPILOT_FAILSAFE_PARAMS = ("GUID_TIMEOUT",)
 """ArduPilot parameters read at connect: how long GUIDED keeps the last velocity target."""
+AIRFRAME_PARAMS = {Autopilot.PX4: ("SYS_AUTOSTART",), Autopilot.ARDUPILOT: ("FRAME_CLASS", "FRAME_TYPE")}
+"""Read at connect too, where the autopilot has them (our emulator does not): which airframe this is,
+for the check that the bundle was calibrated on this vehicle (edge_agent.vehicle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +202,11 @@ class CommandHandle:
 
 
 class _ParamRead:
-    __slots__ = ("attempts", "name", "next_ns")
+    __slots__ = ("attempts", "name", "next_ns", "optional")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, optional: bool = False) -> None:
         self.name = name
+        self.optional = optional
         self.attempts = 0
         self.next_ns = 0
 
@@ -405,12 +413,13 @@ class MavlinkSession:
         """MAV_CMD_NAV_RETURN_TO_LAUNCH."""
         return self.command_long(MAV_CMD_NAV_RETURN_TO_LAUNCH, (), "return to launch")
 
-    def request_param(self, name: str) -> None:
-        """Read one autopilot parameter (PARAM_REQUEST_READ, retried); it lands in ``state.params``."""
+    def request_param(self, name: str, *, optional: bool = False) -> None:
+        """Read one autopilot parameter (PARAM_REQUEST_READ, retried); it lands in ``state.params``.
+        An ``optional`` one that never comes is not reported as PARAM_MISSING."""
         if len(name) > 16:
             raise BridgeError(f"parameter names have at most 16 characters, {name!r} has {len(name)}")
         if not any(p.name == name for p in self._param_reads):
-            self._param_reads.append(_ParamRead(name))
+            self._param_reads.append(_ParamRead(name, optional=optional))
 
     # -- ground-station messages ----------------------------------------------------------------
 
@@ -486,6 +495,9 @@ class MavlinkSession:
         for name in names:
             if name not in self.state.params:
                 self.request_param(name)
+        for name in AIRFRAME_PARAMS.get(self.state.autopilot, ()):
+            if name not in self.state.params:
+                self.request_param(name, optional=True)
         self._next_timesync_ns = now_ns
 
     def _timesync(self, msg: Any, now_ns: int) -> None:
@@ -575,7 +587,10 @@ class MavlinkSession:
             elif now_ns >= p.next_ns:
                 if p.attempts >= self.config.param_attempts:
                     self._param_reads.remove(p)
-                    self._event(SessionEventKind.PARAM_MISSING, now_ns, f"autopilot did not report {p.name}")
+                    if not p.optional:
+                        self._event(
+                            SessionEventKind.PARAM_MISSING, now_ns, f"autopilot did not report {p.name}"
+                        )
                     continue
                 p.attempts += 1
                 p.next_ns = now_ns + int(self.config.param_retry_s * 1e9)

@@ -155,6 +155,8 @@ def _rotate(
     )
 
 
+_POS_HORIZ_ABS = 16
+"""ESTIMATOR_POS_HORIZ_ABS (PX4 ESTIMATOR_STATUS) = EKF_POS_HORIZ_ABS (ArduPilot EKF_STATUS_REPORT)."""
 _PREARM_CHECK = 0x10000000
 """MAV_SYS_STATUS_PREARM_CHECK: the autopilot's own pre-arm checks pass (ArduPilot, PX4)."""
 
@@ -213,6 +215,8 @@ class TelemetryTracker:
             "EXTENDED_SYS_STATE": self._extended_sys_state,
             "STATUSTEXT": self._statustext,
             "PARAM_VALUE": self._param_value,
+            "ESTIMATOR_STATUS": self._estimator_flags,
+            "EKF_STATUS_REPORT": self._estimator_flags,
         }
 
     @property
@@ -337,6 +341,12 @@ class TelemetryTracker:
             ok = bool(m.onboard_control_sensors_health & _PREARM_CHECK)
             if self._fields.get("prearm_ok") != ok:
                 self._set("prearm_ok", ok)
+
+    def _estimator_flags(self, m: Any, now: int) -> None:
+        # ESTIMATOR_POS_HORIZ_ABS and EKF_POS_HORIZ_ABS are the same bit (16).
+        ok = bool(m.flags & _POS_HORIZ_ABS)
+        if self._fields.get("position_ok") != ok:
+            self._set("position_ok", ok)
 
     def _battery_status(self, m: Any, now: int) -> None:
         if m.id != 0:

@@ -72,6 +72,9 @@ class VehicleState:
     """Autopilot parameters read at connect (e.g. COM_OF_LOSS_T, GUID_TIMEOUT)."""
     prearm_ok: bool | None = None
     """SYS_STATUS pre-arm check health; None = the autopilot does not report that bit."""
+    position_ok: bool | None = None
+    """The estimator's own word that its absolute horizontal position is valid (PX4 ESTIMATOR_STATUS,
+    ArduPilot EKF_STATUS_REPORT); None = not reported."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def test_connect_requests_intervals_and_failsafe_params(rig) -> None:
         (1.0, 500000.0),
         (147.0, 1e6),
         (245.0, 500000.0),
+        (193.0, 500000.0),  # EKF_STATUS_REPORT: ArduPilot's estimator health, for the readiness wait
     }
+    # The failsafe parameters the fake autopilot has; SYS_AUTOSTART (the airframe) it does not know.
     assert session.state.params == {"COM_OF_LOSS_T": 1.0, "COM_OBL_RC_ACT": 0.0}
     assert session.state.link_up and session.link_up
     assert [e.kind for e in session.events()] == [SessionEventKind.LINK_UP]
@@ -93,7 +95,7 @@ def test_link_loss_seen_within_3_s_and_traffic_again_within_2_s_of_return(rig) -
     (up,) = session.events()
     assert up.kind is SessionEventKind.LINK_UP and up.stamp_ns - back_at <= 2.0e9
     # Intervals requested again on reconnect: traffic flows.
-    assert len([m for m in ap.of_type("COMMAND_LONG")[before:] if m.command == 511]) == 6
+    assert len([m for m in ap.of_type("COMMAND_LONG")[before:] if m.command == 511]) == 7
 
 
 def test_command_succeeds_on_the_third_attempt(rig) -> None:
