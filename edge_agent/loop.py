@@ -66,6 +66,7 @@ _LAYER_NAMES = ("none", "watchdog", "barrier", "fallback")
 _REASON_NAMES = {int(r): r.name for r in Reason}
 """Reason code → name without building an enum member every tick."""
 _STAGE_LAND = int(Stage.LAND)
+END_ACTIONS = ("land", "hold", "rtl")
 _FLAVOUR_AUTOPILOT = {"px4": Autopilot.PX4, "ardupilot": Autopilot.ARDUPILOT}
 _DEMO_MISSION = {"px4": "demo.toml", "ardupilot": "demo_ardupilot.toml"}
 
@@ -94,7 +95,9 @@ class LoopConfig:
     gcs_text_min_interval_s: float = 1.0
     """Hold/resume STATUSTEXTs closer together than this are folded (a flapping link must not flood)."""
     end_action: str = "land"
-    """What the vehicle does when the mission completes or the agent is stopped: land | hold."""
+    """What the vehicle does when the mission completes or the agent is stopped (END_ACTIONS): the
+    autopilot's own LAND; its position hold (PX4 Hold, ArduCopter BRAKE: never a stick-following
+    mode); or its return to launch."""
     log_limits: LogLimits = field(default_factory=LogLimits)
     timer_slack_ns: int = 1000
     """Linux timer slack asked for the loop's thread while flying: the kernel's default (50 µs) lets
@@ -111,8 +114,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rate_hz is not None and not 1.0 <= self.rate_hz <= 1000.0:
             raise ConfigError(f"control rate {self.rate_hz} Hz is outside 1–1000 Hz")
-        if self.end_action not in ("land", "hold"):
-            raise ConfigError(f"end action {self.end_action!r} must be 'land' or 'hold'")
+        if self.end_action not in END_ACTIONS:
+            raise ConfigError(f"end action {self.end_action!r} must be one of {', '.join(END_ACTIONS)}")
         if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
             raise ConfigError(f"realtime priority {self.realtime_priority} must lie in 1..99 (SCHED_FIFO)")
         if not 0.0 < self.deadline_frac <= 1.0:
@@ -707,8 +710,13 @@ class Runtime:
             hold = VelocityNedYawRate((0.0, 0.0, 0.0), 0.0)
             assert self.adapter is not None
             if self.session is not None:
+                end = self.config.end_action
                 handle = (
-                    self.session.land() if self.config.end_action == "land" else self.session.set_mode("HOLD")
+                    self.session.land()
+                    if end == "land"
+                    else self.session.return_to_launch()
+                    if end == "rtl"
+                    else self.session.set_mode("HOLD")
                 )
                 deadline = self.clock() + 3_000_000_000
                 while not handle.done and self.clock() < deadline:

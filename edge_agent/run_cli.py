@@ -12,7 +12,7 @@ from typing import Any
 
 from edge_agent.bundle import load_bundle, read_key_file
 from edge_agent.errors import ConfigError
-from edge_agent.loop import LoopConfig, Runtime
+from edge_agent.loop import END_ACTIONS, LoopConfig, Runtime
 from edge_agent.mission import load_mission
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.links import ReconnectingLink
@@ -60,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "flowing, its pre-arm checks passing (default %(default)s; a cold ArduCopter needs ~42 s)",
     )
     parser.add_argument(
-        "--end", choices=("land", "hold"), default="land", help="what the vehicle does at the end"
+        "--end",
+        choices=END_ACTIONS,
+        default="land",
+        help="what the vehicle does at the end, done by the autopilot itself: land there; hold position "
+        "(PX4 Hold, ArduCopter BRAKE); rtl = return to launch (default %(default)s)",
     )
     parser.add_argument(
         "--no-shield",

@@ -22,6 +22,7 @@ Links, inside the namespace, for vehicle ``i`` (MAVLink system id ``i + 1``):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -188,7 +189,8 @@ class FirmwareSitl:
         except NamespaceError as exc:
             raise FirmwareUnavailable(str(exc)) from None
         try:
-            for i in range(self.n):
+            instances = range(self.n) if self.kind != "px4" else _free_px4_instances(self.n)
+            for i in instances:
                 self.vehicles.append(self._launch(i))
             self._wait_heartbeats()
         except BaseException:
@@ -348,6 +350,34 @@ class FirmwareSitl:
         """The shell line that runs a client next to the firmware."""
         assert self.ns is not None, "start() first"
         return self.ns.join_hint(command)
+
+
+def _free_px4_instances(n: int) -> list[int]:
+    """``n`` PX4 instance numbers no running PX4 holds.
+
+    PX4 SITL takes ``/tmp/px4_lock-N`` (and ``/tmp/px4-sock-N``) for instance N: paths in the
+    file system, which a network namespace does not separate, so two launchers on one machine (two
+    test runs) must not both use instance 0. The ports follow the instance (14540 + N)."""
+    free: list[int] = []
+    for i in range(10):
+        try:
+            fd = os.open(f"/tmp/px4_lock-{i}", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a running PX4 holds it
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            free.append(i)
+        finally:
+            os.close(fd)
+        if len(free) == n:
+            return free
+    raise FirmwareUnavailable(
+        f"only {len(free)} of PX4's 10 SITL instances are free here; stop the other PX4 runs"
+    )
 
 
 def _px4_command_links(binary: Path, shim: Path) -> Path:

@@ -169,7 +169,7 @@ def test_cutting_through_the_mast_counts_one_breach_of_its_radius(tmp_path: Path
     assert mast.min_distance_m == pytest.approx(-3.0, abs=1e-9)  # a sample lands on the axis
     inside = np.hypot(pos[:, 0] - 9.0, pos[:, 1] - 4.0) < 3.0
     assert mast.breach_ticks == int(inside.sum()) and mast.breaches == 1
-    # The building (N 8..14, E -4..4) is crossed too: its footprint contains the path.
+    # The building (N 8..14, E -12..-6) is crossed too: its footprint contains the path.
     building = next(c for c in s.constraints if c.name.startswith("keep-out 1: box"))
     assert building.breaches == 1 and building.min_distance_m == pytest.approx(-1.0, abs=1e-9)
     assert s.breaches == 2
@@ -271,7 +271,7 @@ def test_constraint_distances_name_every_zone_in_mission_order(tmp_path: Path) -
         "altitude floor",
         "altitude ceiling",
         "keep-out 0: cylinder r 3 m at N 9, E 4",
-        "keep-out 1: box N 8..14, E -4..4",
+        "keep-out 1: box N 8..14, E -12..-6",
     ]
 
 
