@@ -21,8 +21,9 @@ import pytest
 
 from edge_agent.mission import load_mission
 from sitl.firmware import FirmwareSitl, unavailable_reason
+from sitl.firmware_observer import Observer, Track
 from tests.e2e.conftest import REPO, edge_agent, env
-from tests.e2e.firmware_observer import Observer, Track, free_port_gone, judge
+from tests.e2e.firmware_judge import free_port_gone, judge
 
 pytestmark = pytest.mark.slow
 

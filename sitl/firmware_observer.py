@@ -1,13 +1,12 @@
-"""Watch a real firmware vehicle on its second link and judge the flight from its own telemetry.
+"""Watch a real firmware vehicle on its second link: what the autopilot itself reports.
 
-The agent's flight log says what the agent believed; these tests judge safety from what the
-autopilot itself reports on another link (LOCAL_POSITION_NED, HEARTBEAT), recorded by a thread
-that lives in the firmware's network namespace.
+The agent's flight log says what the agent believed; tests and campaigns judge safety from what
+the firmware reports on another link (LOCAL_POSITION_NED, HEARTBEAT, EXTENDED_SYS_STATE,
+STATUSTEXT), recorded by a thread whose socket lives in the firmware's network namespace.
 """
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymavlink.dialects.v20 import common as mavlink2
 
-from edge_agent.mission import Mission
 from sitl.firmware import FirmwareSitl, FirmwareVehicle
 
 _LOCAL_POSITION_NED = 32
@@ -28,14 +26,22 @@ class Track:
 
     t_s: list[float] = field(default_factory=list)
     pos_ned_m: list[tuple[float, float, float]] = field(default_factory=list)
+    vel_ned_m_s: list[tuple[float, float, float]] = field(default_factory=list)
     modes: list[tuple[float, int, bool]] = field(default_factory=list)
     landed_state: list[tuple[float, int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
 
     def positions(self, since_s: float = -np.inf, until_s: float = np.inf) -> np.ndarray:
+        """[N, 3] positions received in [since_s, until_s] (wall time)."""
         t = np.asarray(self.t_s)
         keep = (t >= since_s) & (t <= until_s)
         return np.asarray(self.pos_ned_m, dtype=float).reshape(-1, 3)[keep]
+
+    def velocities(self, since_s: float = -np.inf, until_s: float = np.inf) -> np.ndarray:
+        """[N, 3] velocities received in [since_s, until_s] (wall time)."""
+        t = np.asarray(self.t_s)
+        keep = (t >= since_s) & (t <= until_s)
+        return np.asarray(self.vel_ned_m_s, dtype=float).reshape(-1, 3)[keep]
 
 
 class Observer:
@@ -82,6 +88,7 @@ class Observer:
                     if kind == "LOCAL_POSITION_NED":
                         self.track.t_s.append(now)
                         self.track.pos_ned_m.append((m.x, m.y, m.z))
+                        self.track.vel_ned_m_s.append((m.vx, m.vy, m.vz))
                     elif kind == "HEARTBEAT":
                         self.track.modes.append((now, m.custom_mode, bool(m.base_mode & 0x80)))
                     elif kind == "EXTENDED_SYS_STATE":
@@ -90,59 +97,7 @@ class Observer:
                         self.track.texts.append(m.text)
 
     def stop(self) -> Track:
+        """End the recording; the track so far."""
         self._stop.set()
         self._thread.join(5)
         return self.track
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """Closest approach to each constraint from the firmware's own positions (negative = breach)."""
-
-    fence_m: float
-    ceiling_m: float
-    floor_m: float
-    keepout_m: float
-    samples: int
-
-    @property
-    def breaches(self) -> list[str]:
-        return [
-            name
-            for name, d in (("fence", self.fence_m), ("ceiling", self.ceiling_m), ("floor", self.floor_m),
-                            ("keep-out", self.keepout_m))
-            if d < 0
-        ]  # fmt: skip
-
-
-def judge(mission: Mission, track: Track, *, airborne_from_s: float, airborne_until_s: float) -> Judgement:
-    """Distances over the whole flight; the floor only while the agent flew the mission (take-off and
-    the final landing go through it by design)."""
-    geo = mission.geometry
-    pos = track.positions()
-    assert len(pos), "the firmware sent no LOCAL_POSITION_NED on the second link"
-    fence, _ = geo.fence_distance(pos)
-    floor, ceiling = geo.altitude_distances(pos)
-    flying = track.positions(airborne_from_s, airborne_until_s)
-    floor_flying = geo.altitude_distances(flying)[0] if len(flying) else np.array([np.inf])
-    keep = geo.keepout_distance(pos)[0].min(axis=1) if geo.n_zones else np.array([np.inf])
-    del floor
-    return Judgement(
-        float(fence.min()),
-        float(ceiling.min()),
-        float(floor_flying.min()),
-        float(keep.min()),
-        len(pos),
-    )
-
-
-def free_port_gone(port: int) -> bool:
-    """True when nothing on the host's own network holds ``port`` (the firmware never touched it)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()

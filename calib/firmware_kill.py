@@ -1,0 +1,270 @@
+"""The agent killed in flight over real PX4 / ArduCopter SITL: does the vehicle stop outside?
+
+    python -m calib.firmware_kill --firmware px4 --kills 50 --bundles out/bundles --out out/kills_px4.json
+
+The shield certifies a command only if the vehicle stays inside even when the agent dies right
+after sending it, assuming the autopilot's documented silence behaviour (PX4: keep the last
+setpoint for COM_OF_LOSS_T, then its failsafe brakes; ArduCopter: keep the last velocity for
+GUID_TIMEOUT, then brake). ``calib.kill_campaign`` checks that on our emulator; this checks it on
+the firmware itself. One firmware vehicle serves the whole campaign: each trial starts
+``edge-agent run`` inside the firmware's namespace (alternately the adversary, which steers at
+the keep-outs and the fence at full speed, and the goal seeker), waits until it flies the policy,
+SIGKILLs it after a random delay, and measures from the firmware's own telemetry on a second
+link what the vehicle did next: closest approach to every constraint, distance travelled, when it
+stopped and in which mode. The next trial takes the vehicle over where it is (in the air).
+
+The result: k breaches in N kills, the one-sided Clopper-Pearson bound, and the silence model
+against what the firmware did (the hold time it assumed vs the time to the firmware's mode
+change or stop; the distance it allowed vs the distance flown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calib.stats import clopper_pearson_upper
+from edge_agent.flightlog import FlightLogError, read_log
+from edge_agent.mission import Mission, load_mission
+from sitl.firmware import FirmwareSitl
+from sitl.firmware_observer import Observer, Track
+
+REPO = Path(__file__).resolve().parents[1]
+MISSIONS = {
+    "px4": REPO / "examples/missions/demo.toml",
+    "ardupilot": REPO / "examples/missions/demo_ardupilot.toml",
+}
+
+
+@dataclass
+class Kill:
+    """One trial: the state when the agent died, and what the firmware did next."""
+
+    trial: int
+    bundle: str
+    delay_s: float
+    speed_at_kill_m_s: float
+    travel_m: float
+    """Horizontal distance from the kill to where the vehicle stopped (or the watch ended)."""
+    stop_s: float
+    """Seconds from the kill until the horizontal speed stayed below 0.3 m/s (NaN: never)."""
+    model_travel_m: float
+    """What the shield's silence model allows: v·T_hold + v²/(2·a_brake), v the faster of the speed
+    at the kill and the last setpoint (the vehicle tracks that one for T_hold)."""
+    mode_change_s: float
+    """Seconds from the kill to the firmware's first mode change (NaN: none seen)."""
+    closest_m: dict[str, float]
+    """Closest approach to each constraint from the kill to the end of the watch (negative = breach)."""
+    breached: bool
+    note: str = ""
+
+
+def distances(mission: Mission, pos: np.ndarray) -> dict[str, float]:
+    """Closest approach to the fence, the ceiling and the keep-outs over ``pos`` [N, 3]."""
+    geo = mission.geometry
+    if not len(pos):
+        return {}
+    out = {
+        "fence": float(geo.fence_distance(pos)[0].min()),
+        "ceiling": float(geo.altitude_distances(pos)[1].min()),
+    }
+    if geo.n_zones:
+        out["keep-out"] = float(geo.keepout_distance(pos)[0].min())
+    return out
+
+
+def _activated(log: Path) -> bool:
+    try:
+        return any(r.get("k") == "event" and r.get("name") == "activated" for r in read_log(log))
+    except (FlightLogError, OSError):
+        return False
+
+
+def _last_setpoint_speed(log: Path) -> float:
+    """Horizontal speed of the last setpoint the agent logged (NaN if none)."""
+    last = math.nan
+    try:
+        for r in read_log(log):
+            if r.get("k") == "tick":
+                sp = r["setpoint"]
+                last = math.hypot(sp[0], sp[1])
+    except (FlightLogError, OSError, KeyError):
+        pass
+    return last
+
+
+def one_kill(
+    fw: FirmwareSitl,
+    observer: Observer,
+    mission: Mission,
+    bundle: Path,
+    trial: int,
+    delay_s: float,
+    workdir: Path,
+    *,
+    hold_s: float,
+    brake_m_s2: float,
+    watch_s: float,
+) -> Kill:
+    """Start the agent, let the policy fly ``delay_s``, SIGKILL it, watch ``watch_s``."""
+    vehicle = fw.vehicles[0]
+    log = workdir / f"kill{trial:03d}.eal"
+    with (
+        open(workdir / f"kill{trial:03d}.out", "wb") as out,
+        open(workdir / f"kill{trial:03d}.err", "wb") as err,
+    ):
+        proc = fw.popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--bundle", str(bundle), "--mission",
+             str(MISSIONS[vehicle.kind]), "--link", vehicle.link_url, "--log", str(log),
+             "--max-duration", str(delay_s + 60)],
+            cwd=REPO, stdout=out, stderr=err,
+        )  # fmt: skip
+    deadline = time.monotonic() + 150.0
+    while not _activated(log):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            fw.ns.stop(proc)  # type: ignore[union-attr]
+            err = (workdir / f"kill{trial:03d}.err").read_text(errors="replace")[-500:]
+            return Kill(trial, bundle.name, delay_s, math.nan, math.nan, math.nan, math.nan, math.nan, {}, False,
+                        note=f"the agent never flew the policy: {err.strip()}")  # fmt: skip
+        time.sleep(0.1)
+    time.sleep(delay_s)
+    if proc.poll() is not None:
+        return Kill(trial, bundle.name, delay_s, math.nan, math.nan, math.nan, math.nan, math.nan, {}, False,
+                    note=f"the agent ended by itself (exit {proc.returncode}) before the kill")  # fmt: skip
+    kill_t = time.time()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    modes_before = [m for m in observer.track.modes if m[0] <= kill_t]
+    time.sleep(watch_s)
+    track: Track = observer.track
+    vel = track.velocities(kill_t - 0.3, kill_t)
+    speed0 = float(np.hypot(vel[-1, 0], vel[-1, 1])) if len(vel) else math.nan
+    pos = track.positions(kill_t, kill_t + watch_s)
+    v_after = track.velocities(kill_t, kill_t + watch_s)
+    t_after = np.asarray(track.t_s)
+    t_after = t_after[(t_after >= kill_t) & (t_after <= kill_t + watch_s)]
+    speed = np.hypot(v_after[:, 0], v_after[:, 1]) if len(v_after) else np.zeros(0)
+    stop_s = math.nan
+    for i in range(len(speed)):  # the first moment after which it stays below 0.3 m/s for 1 s
+        window = (t_after >= t_after[i]) & (t_after <= t_after[i] + 1.0)
+        if t_after[-1] >= t_after[i] + 1.0 and (speed[window] < 0.3).all():
+            stop_s = float(t_after[i] - kill_t)
+            break
+    stop_i = len(pos) - 1 if math.isnan(stop_s) else int(np.searchsorted(t_after, kill_t + stop_s))
+    travel = float(np.hypot(*(pos[min(stop_i, len(pos) - 1), :2] - pos[0, :2]))) if len(pos) else math.nan
+    mode0 = modes_before[-1][1] if modes_before else None
+    changes = [m[0] - kill_t for m in track.modes if m[0] > kill_t and m[1] != mode0]
+    close = distances(mission, pos)
+    # The silence model: the last setpoint kept for T (the vehicle keeps accelerating toward it:
+    # ArduCopter went 3.6 -> 5.0 m/s after a kill), then a brake. Bound it with the faster of the
+    # speed and the last command the log kept (a kill -9 loses at most its last 0.1 s).
+    u = _last_setpoint_speed(log)
+    v = max(speed0, u) if math.isfinite(u) else speed0
+    return Kill(
+        trial,
+        bundle.name,
+        delay_s,
+        speed0,
+        travel,
+        stop_s,
+        v * hold_s + v**2 / (2 * brake_m_s2),
+        float(changes[0]) if changes else math.nan,
+        close,
+        any(d < 0 for d in close.values()),
+    )
+
+
+def campaign(kind: str, kills: int, bundles: Path, out: Path, seed: int, watch_s: float) -> dict[str, Any]:
+    """Run ``kills`` trials on one real ``kind`` vehicle; the JSON-able result."""
+    rng = np.random.default_rng(seed)
+    mission = load_mission(MISSIONS[kind])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = out.parent / f"{out.stem}_work"
+    workdir.mkdir(exist_ok=True)
+    results: list[Kill] = []
+    with FirmwareSitl(kind, workdir=workdir / "fw") as fw:
+        observer = Observer(fw, fw.vehicles[0])
+        hold_s = mission.autopilot.silence_hold_s
+        for trial in range(kills):
+            bundle = bundles / ("adversary" if trial % 2 == 0 else "goal_seeker")
+            delay = float(rng.uniform(1.0, 10.0))
+            k = one_kill(fw, observer, mission, bundle, trial, delay, workdir,
+                         hold_s=hold_s, brake_m_s2=mission.autopilot.brake_decel_m_s2, watch_s=watch_s)  # fmt: skip
+            results.append(k)
+            close = ", ".join(f"{n} {d:.2f} m" for n, d in k.closest_m.items())
+            print(
+                f"[{kind} {trial + 1}/{kills}] {k.bundle} killed after {k.delay_s:.1f} s at {k.speed_at_kill_m_s:.2f} m/s: "
+                f"travelled {k.travel_m:.2f} m (model allows {k.model_travel_m:.2f}), stopped after {k.stop_s:.1f} s, "
+                f"mode change after {k.mode_change_s:.2f} s; closest {close}"
+                + (f" [{k.note}]" if k.note else "")
+                + (" BREACH" if k.breached else ""),
+                flush=True,
+            )
+        observer.stop()
+    flown = [k for k in results if not k.note]
+    n, failures = len(flown), sum(k.breached for k in flown)
+    beta = 0.05
+    summary = {
+        "firmware": kind,
+        "mission": str(MISSIONS[kind]),
+        "kills": n,
+        "not_flown": len(results) - n,
+        "breaches": failures,
+        "beta": beta,
+        "epsilon": clopper_pearson_upper(failures, n, beta) if n else math.nan,
+        "closest_m": {
+            c: min(k.closest_m.get(c, math.inf) for k in flown) for c in ("fence", "ceiling", "keep-out")
+        }
+        if flown
+        else {},
+        "silence_model": {"hold_s": hold_s, "brake_decel_m_s2": mission.autopilot.brake_decel_m_s2},
+        "travel_over_model": [k.travel_m / k.model_travel_m for k in flown if k.model_travel_m > 0.5],
+        "mode_change_s": [k.mode_change_s for k in flown],
+        "stop_s": [k.stop_s for k in flown],
+        "trials": [asdict(k) for k in results],
+    }
+    out.write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--firmware", choices=("px4", "ardupilot"), required=True)
+    p.add_argument("--kills", type=int, default=50)
+    p.add_argument(
+        "--bundles",
+        type=Path,
+        required=True,
+        help="folder with adversary/ and goal_seeker/ (examples.scripted_policies)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="JSON result (the flight logs go beside it)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--watch", type=float, default=10.0, help="seconds watched after each kill (default 10)")
+    args = p.parse_args(argv)
+    if args.kills < 1:
+        p.error(f"--kills must be >= 1, got {args.kills}")
+    s = campaign(args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch)
+    ratio = np.asarray(s["travel_over_model"])
+    print(
+        f"{args.firmware}: {s['breaches']} breaches in {s['kills']} kills ({s['not_flown']} not flown): "
+        f"ε ≤ {s['epsilon']:.4f} at β = {s['beta']}; closest {s['closest_m']}; travel / model "
+        + (f"max {ratio.max():.2f}, median {np.median(ratio):.2f}" if ratio.size else "n/a")
+    )
+    return 0 if s["breaches"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
