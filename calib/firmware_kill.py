@@ -149,10 +149,11 @@ def one_kill(
     track: Track = observer.track
     vel = track.velocities(kill_t - 0.3, kill_t)
     speed0 = float(np.hypot(vel[-1, 0], vel[-1, 1])) if len(vel) else math.nan
-    pos = track.positions(kill_t, kill_t + watch_s)
-    v_after = track.velocities(kill_t, kill_t + watch_s)
-    t_after = np.asarray(track.t_s)
-    t_after = t_after[(t_after >= kill_t) & (t_after <= kill_t + watch_s)]
+    t_all = np.asarray(track.t_s)
+    window = (t_all >= kill_t) & (t_all <= kill_t + watch_s)
+    t_after = t_all[window]
+    pos = np.asarray(track.pos_ned_m[: len(t_all)], dtype=float).reshape(-1, 3)[window]
+    v_after = np.asarray(track.vel_ned_m_s[: len(t_all)], dtype=float).reshape(-1, 3)[window]
     speed = np.hypot(v_after[:, 0], v_after[:, 1]) if len(v_after) else np.zeros(0)
     stop_s = math.nan
     for i in range(len(speed)):  # the first moment after which it stays below 0.3 m/s for 1 s

@@ -271,6 +271,7 @@ class Runtime:
         heard: int | None = None
         texts_shown_ns = 0
         next_status = 0
+        shown = False
         status_every_ns = int(1e9 if sys.stderr.isatty() else 10e9)
         while True:
             now = self.clock()
@@ -280,10 +281,11 @@ class Runtime:
             position = fresh and st.vel_ned_m_s is not None
             if st.link_up and heard is None:
                 heard = now
+                next_status = now + int(1e9)  # say nothing if it is ready within a second
             if heard is not None:
                 estimator = st.position_ok is not False
                 if position and estimator and st.prearm_ok is not False:
-                    if next_status:
+                    if shown:
                         self._status(f"autopilot ready after {(now - heard) * 1e-9:.1f} s", end="\n")
                     return st
                 texts_shown_ns = self._show_prearm_texts(texts_shown_ns)
@@ -298,6 +300,7 @@ class Runtime:
                     if not ok
                 )
                 if now >= next_status:
+                    shown = True
                     self._status(f"waiting for the autopilot to be ready ({waited:.0f} s): no {missing} yet")
                     next_status = now + status_every_ns
                 if waited > self.config.ready_timeout_s:

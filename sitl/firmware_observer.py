@@ -35,13 +35,13 @@ class Track:
         """[N, 3] positions received in [since_s, until_s] (wall time)."""
         t = np.asarray(self.t_s)
         keep = (t >= since_s) & (t <= until_s)
-        return np.asarray(self.pos_ned_m, dtype=float).reshape(-1, 3)[keep]
+        return np.asarray(self.pos_ned_m[: len(t)], dtype=float).reshape(-1, 3)[keep]
 
     def velocities(self, since_s: float = -np.inf, until_s: float = np.inf) -> np.ndarray:
         """[N, 3] velocities received in [since_s, until_s] (wall time)."""
         t = np.asarray(self.t_s)
         keep = (t >= since_s) & (t <= until_s)
-        return np.asarray(self.vel_ned_m_s, dtype=float).reshape(-1, 3)[keep]
+        return np.asarray(self.vel_ned_m_s[: len(t)], dtype=float).reshape(-1, 3)[keep]
 
 
 class Observer:
@@ -86,9 +86,10 @@ class Observer:
                         continue
                     kind = m.get_type()
                     if kind == "LOCAL_POSITION_NED":
-                        self.track.t_s.append(now)
+                        # Time last: a reader on another thread takes len(t_s) samples of each.
                         self.track.pos_ned_m.append((m.x, m.y, m.z))
                         self.track.vel_ned_m_s.append((m.vx, m.vy, m.vz))
+                        self.track.t_s.append(now)
                     elif kind == "HEARTBEAT":
                         self.track.modes.append((now, m.custom_mode, bool(m.base_mode & 0x80)))
                     elif kind == "EXTENDED_SYS_STATE":

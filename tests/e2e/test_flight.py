@@ -19,14 +19,16 @@ from tests.e2e.conftest import DEMO_MISSION, REPO, Sitl, edge_agent, env, start_
 pytestmark = pytest.mark.timeout(180)
 
 
-def _run(bundle: Path, sitl: Sitl, log: Path, *extra: str, timeout: float = 120.0) -> dict:
+def _run(
+    bundle: Path, sitl: Sitl, log: Path, *extra: str, timeout: float = 120.0, mission: Path = DEMO_MISSION
+) -> dict:
     out = subprocess.run(
         edge_agent(
             "run",
             "--bundle",
             str(bundle),
             "--mission",
-            str(DEMO_MISSION),
+            str(mission),
             "--link",
             sitl.agent_url,
             "--log",
@@ -44,11 +46,11 @@ def _run(bundle: Path, sitl: Sitl, log: Path, *extra: str, timeout: float = 120.
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _min_distances(log: Path) -> dict[str, float]:
+def _min_distances(log: Path, mission_path: Path = DEMO_MISSION) -> dict[str, float]:
     """Smallest signed distance to the fence, floor and keep-outs over the logged positions."""
     import numpy as np
 
-    mission = load_mission(DEMO_MISSION)
+    mission = load_mission(mission_path)
     pos = np.array([r["pos_ned_m"] for r in read_log(log) if r["k"] == "tick"])
     g = mission.geometry
     fence, _ = g.fence_distance(pos)
@@ -86,9 +88,10 @@ def test_ardupilot_over_udp_completes_the_mission_without_breach(
     sitl_factory.append(sitl)
     assert sitl.agent_url.startswith("udp://127.0.0.1:")
     log = tmp_path / "ardupilot.eal"
-    summary = _run(bundles / "goal_seeker", sitl, log, "--max-duration", "80")
+    ardupilot_mission = REPO / "examples" / "missions" / "demo_ardupilot.toml"
+    summary = _run(bundles / "goal_seeker", sitl, log, "--max-duration", "80", mission=ardupilot_mission)
     assert summary["mission_complete"], summary
-    assert min(_min_distances(log).values()) > 0.0
+    assert min(_min_distances(log, ardupilot_mission).values()) > 0.0
 
 
 def test_kill_9_hands_over_to_the_px4_failsafe_and_leaves_the_log_readable(

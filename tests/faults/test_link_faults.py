@@ -9,6 +9,7 @@ below are exact in simulated time. The limits are the ones docs/safety.md docume
 from __future__ import annotations
 
 import itertools
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,26 @@ from fault_world import MAV_CMD_COMPONENT_ARM_DISARM, MAV_CMD_DO_SET_MODE, World
 from edge_agent.bundle import load_bundle
 from edge_agent.flightlog import read_log
 from edge_agent.loop import LoopConfig, RunSummary, Runtime
-from edge_agent.mission import load_mission
+from edge_agent.mission import Mission, parse_mission
 from edge_agent.watchdog import Reason
 from firmware_bridge.links import ReconnectingLink
 from firmware_bridge.session import SessionConfig
 
 HERE = Path(__file__).resolve().parent
+
+
+def fault_mission(flavor: str) -> Mission:
+    """faults.toml for ``flavor``: ArduPilot's silence model (GUID_TIMEOUT 3 s, brake 1 m/s²) and an
+    autopilot fence far enough out for it, since the agent refuses a mission for another autopilot."""
+    raw = tomllib.loads((HERE / "faults.toml").read_text())
+    if flavor == "ardupilot":
+        raw["autopilot"].update(flavour="ardupilot", silence_hold_s=3.0, brake_decel_m_s2=1.0)
+        for side in ("north", "east"):
+            raw["autopilot"]["fence"][f"{side}_min_m"] = -80.0
+            raw["autopilot"]["fence"][f"{side}_max_m"] = 80.0
+    return parse_mission(raw)
+
+
 RATE_HZ = 50.0
 PERIOD_S = 1.0 / RATE_HZ
 
@@ -86,7 +101,7 @@ def fly(
 ) -> Flight:
     """Fly the fault mission; ``inject(world)`` runs FAULT_AFTER_S after the policy takes control."""
     world = World(tmp_path, flavor=flavor, link=link, params=params)
-    mission = load_mission(HERE / "faults.toml")
+    mission = fault_mission(flavor)
     reconnecting = ReconnectingLink(
         world.agent_url, clock=world.clock, backoff_initial_s=0.05, backoff_max_s=0.2
     )
