@@ -365,11 +365,11 @@ def _free_px4_instances(n: int) -> list[int]:
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # PX4 takes a POSIX record lock on it
         except OSError:
             continue  # a running PX4 holds it
         else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.lockf(fd, fcntl.LOCK_UN)
             free.append(i)
         finally:
             os.close(fd)

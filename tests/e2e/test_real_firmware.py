@@ -201,3 +201,17 @@ def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) ->
     # The firmware bound its ports inside the namespace only: on the host they were never taken.
     for port in (14540, 14550, 18570):
         assert free_port_gone(port), port
+
+
+@pytest.mark.parametrize("kind", ["px4", "ardupilot"])
+def test_agent_killed_in_flight_the_firmware_stops_outside(kind: str, bundles: Path, tmp_path: Path) -> None:
+    """The short version of ``python -m calib.firmware_kill`` (docs/safety.md has the 50-kill runs):
+    SIGKILL the agent mid-flight, twice (the adversary, then the goal seeker taking the vehicle over
+    where it stopped), and judge the stop from the firmware's telemetry."""
+    need(kind)
+    from calib.firmware_kill import campaign
+
+    s = campaign(kind, 2, bundles, tmp_path / "kills.json", seed=3, watch_s=8.0)
+    print(f"{kind}: {s['breaches']} breaches in {s['kills']} kills; closest {s['closest_m']}")
+    assert s["kills"] == 2 and s["not_flown"] == 0, s["trials"]
+    assert s["breaches"] == 0, s["trials"]
