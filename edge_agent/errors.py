@@ -26,6 +26,14 @@ class BundleSignatureError(BundleIntegrityError):
     """A drone configured with a public key got an unsigned, wrongly signed or re-sealed bundle."""
 
 
+class KeyFileError(BundleSignatureError):
+    """A key file is unreadable, untyped (no header line), or the wrong half (secret where public is needed)."""
+
+
+class UnlistedFileError(BundleIntegrityError):
+    """The bundle folder holds a file its manifest does not list (so no hash covers it)."""
+
+
 class BundleSchemaError(BundleError):
     """The manifest is malformed or declares a schema version this runtime does not read."""
 
@@ -99,6 +107,7 @@ __all__ = [
     "BundleIntegrityError",
     "BundleNotFoundError",
     "BundleSchemaError",
+    "BundleSignatureError",
     "CalibrationError",
     "ConfigError",
     "EdgeAgentError",
@@ -106,8 +115,10 @@ __all__ = [
     "FeatureSpecError",
     "FileHashError",
     "GoldenSampleError",
+    "KeyFileError",
     "ManifestHashError",
     "MissionError",
     "ModelLoadError",
+    "UnlistedFileError",
     "UnsupportedSchemaVersionError",
 ]
