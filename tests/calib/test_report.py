@@ -337,7 +337,14 @@ def test_hostile_log_header_is_escaped_in_the_page(tmp_path: Path) -> None:
         header={"bundle": HOSTILE, "autopilot": "<iframe src=//evil>", "link": "udp://'onload='alert(5)"},
     )
     page = write_report(log, tmp_path / "rep").html_path.read_text(encoding="utf-8")
-    for raw in (HOSTILE, "<img src=x", "<b onmouseover", "</td></tr></table><script>", "<iframe", "'onload='"):
+    for raw in (
+        HOSTILE,
+        "<img src=x",
+        "<b onmouseover",
+        "</td></tr></table><script>",
+        "<iframe",
+        "'onload='",
+    ):
         assert raw not in page, raw
     assert "<script" not in page and "<iframe" not in page
     assert "bundle &lt;script&gt;alert(1)&lt;/script&gt; · autopilot &lt;iframe src=//evil&gt;" in page
