@@ -82,12 +82,28 @@ class ExportError(EdgeAgentError):
     """An export failed a check (ONNX checker, parity with the framework); no bundle written."""
 
 
-class MissionError(EdgeAgentError):
+class ConfigError(EdgeAgentError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class InputFileError(EdgeAgentError):
+    """A TOML input (mission, scenario, export spec) is unreadable, not TOML, or fails its checks.
+
+    Raised through :mod:`edge_agent.tomlcheck`, one subclass per kind of input; catch this one
+    for all of them.
+    """
+
+
+class MissionError(InputFileError):
     """A mission file is malformed or unsafe (fence not closed, waypoint in a keep-out, ...)."""
 
 
-class ConfigError(EdgeAgentError):
-    """A configuration value is out of range or inconsistent."""
+class ScenarioError(InputFileError, ConfigError):
+    """A scenario file (``calib``) is malformed; also a ConfigError, as it was before the family."""
+
+
+class ExportSpecError(InputFileError, ConfigError):
+    """An export spec (``export``) is malformed; also a ConfigError, as it was before the family."""
 
 
 class CalibrationError(EdgeAgentError):
@@ -112,13 +128,16 @@ __all__ = [
     "ConfigError",
     "EdgeAgentError",
     "ExportError",
+    "ExportSpecError",
     "FeatureSpecError",
     "FileHashError",
     "GoldenSampleError",
+    "InputFileError",
     "KeyFileError",
     "ManifestHashError",
     "MissionError",
     "ModelLoadError",
+    "ScenarioError",
     "UnlistedFileError",
     "UnsupportedSchemaVersionError",
 ]
