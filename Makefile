@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: this version is a CPU build; a looser range pulls several GB of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,calib,dev]'
+	# the test suite exercises every part: export, training envs, calibration, Ray, and the dev tools
+	$(BIN)/pip install --quiet -e '.[export,train,calib,ray,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

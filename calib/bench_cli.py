@@ -28,7 +28,9 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``startup``: {cold_start_s (spawn → first setpoint, median of 3), cold_start_runs_s,
   cold_start_to_exit_s, import_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib, modules,
   bytecode_written, [cold_start_bytecode_cached_s, import_bytecode_cached_s when the interpreter
-  writes no bytecode], import_torch: {process_wall_s, import_s, rss_mib}}.
+  writes no bytecode], import_torch: {process_wall_s, import_s, rss_mib}, signed: {cold_start_s,
+  cold_start_runs_s, load_to_first_setpoint_s, rss_at_first_setpoint_mib} (a signed copy of the
+  bundle loaded with its public key, as `edge-agent run --public-key` starts)}.
 * ``bridge``: {messages, encode_us_per_msg: {ours, pymavlink_send}, parse_us_per_msg: {ours,
   ours_4k_chunks, pymavlink_parse_buffer}, pty: {<reader>: {msg_per_s, us_per_msg, received, sent}}}.
 * ``certify``: {scenario, episode_s, full_episode_s, control_rate_hz, physics_substeps,
@@ -417,6 +419,13 @@ def render_table(doc: dict[str, Any]) -> str:
                 lines.append(
                     f"  with bytecode cached (as pip installs it): cold start {s['cold_start_bytecode_cached_s']:.3f} s "
                     f"(imports {s['import_bytecode_cached_s']:.3f} s); this interpreter writes no bytecode"
+                )
+            sg = s.get("signed", {})
+            if "cold_start_s" in sg:
+                lines.append(
+                    f"  signed bundle with --public-key: cold start {sg['cold_start_s']:.3f} s "
+                    f"(bundle load to first setpoint {sg['load_to_first_setpoint_s']:.3f} s), "
+                    f"RSS {sg['rss_at_first_setpoint_mib']:.1f} MiB"
                 )
             tt = s.get("import_torch", {})
             if "rss_mib" in tt:

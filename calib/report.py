@@ -7,15 +7,15 @@ Nothing here trusts the agent's own verdicts about safety: distances to every co
 recomputed from the logged positions with the runtime's own :class:`MissionGeometry`.
 
 Pipeline: :func:`load_flight` (log → arrays) → :func:`summarize` (the table of figures) and
-:func:`render_figures` (PNG figures) → :func:`write_report` (one self-contained HTML page, the PNGs
-embedded and also written beside it). Figures are drawn on matplotlib's Agg canvas through the
+:func:`render_figures` (PNG figures) → :func:`write_report` (one self-contained HTML page, rendered
+from the autoescaped jinja2 template ``calib/templates/report.html.j2``, the PNGs embedded and
+also written beside it). Figures are drawn on matplotlib's Agg canvas through the
 object API, so no global backend or pyplot state is touched.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import os
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -667,143 +668,141 @@ def _fmt_m(x: float) -> str:
     return "—" if not math.isfinite(x) else f"{x:.2f} m"
 
 
-def _yes_no(ok: bool, yes: str, no: str) -> str:
-    return f'<span class="{"ok" if ok else "bad"}">{html.escape(yes if ok else no)}</span>'
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One value of the table of figures: plain text (escaped by the template) and an optional style."""
+
+    text: str
+    css: str | None = None
+    """'ok' (green) or 'bad' (red), or None."""
 
 
-def table_rows(s: FlightSummary) -> list[tuple[str, str]]:
-    """(label, HTML value) rows of the table of figures."""
-    rows: list[tuple[str, str]] = [
+def _yes_no(ok: bool, yes: str, no: str) -> Cell:
+    return Cell(yes if ok else no, "ok" if ok else "bad")
+
+
+def table_rows(s: FlightSummary) -> list[tuple[str, Cell]]:
+    """(label, value) rows of the table of figures; the values are text, never markup."""
+    rows: list[tuple[str, Cell]] = [
         ("shield", _yes_no(s.shield_enabled, "on", "OFF (--no-shield)")),
         ("mission", _yes_no(s.mission_complete, "complete", "not complete")),
-        ("flight ended", html.escape(s.end_reason)),
-        ("duration under policy control", f"{s.duration_s:.1f} s ({s.ticks} ticks)"),
+        ("flight ended", Cell(s.end_reason)),
+        ("duration under policy control", Cell(f"{s.duration_s:.1f} s ({s.ticks} ticks)")),
         ("breaches (entries into a forbidden region)", _yes_no(s.breaches == 0, "0", str(s.breaches))),
     ]
     total = sum(s.interventions_by_layer.values())
     layers = ", ".join(f"{k} {v}" for k, v in s.interventions_by_layer.items())
-    rows.append(("shield interventions by layer", f"{total} of {s.ticks} ticks ({layers})"))
+    rows.append(("shield interventions by layer", Cell(f"{total} of {s.ticks} ticks ({layers})")))
     reasons = ", ".join(f"{k.lower()} {v}" for k, v in s.interventions_by_reason.items()) or "none"
-    rows.append(("… by reason", html.escape(reasons)))
+    rows.append(("… by reason", Cell(reasons)))
     # Always present, so the rows of two flights line up in compare mode.
     rows.append(
         (
             "ticks a bypassed shield would have changed",
-            f"{s.would_have_intervened}" if not s.shield_enabled else "— (shield on)",
+            Cell(f"{s.would_have_intervened}" if not s.shield_enabled else "— (shield on)"),
         )
     )
     for c in s.constraints:
         value = _fmt_m(c.min_distance_m)
+        cell = Cell(value)
         if c.breach_ticks:
-            value = f'<span class="bad">{value} — breached {c.breaches}×, {c.breach_ticks} ticks</span>'
-        rows.append((f"min distance: {html.escape(c.name)}", value))
+            cell = Cell(f"{value} — breached {c.breaches}×, {c.breach_ticks} ticks", "bad")
+        rows.append((f"min distance: {c.name}", cell))
     cov = "—" if not math.isfinite(s.coverage) else f"{s.coverage:.3f}"
-    rows.append(("coverage of the margin (target 1 − α)", f"{cov} (target {s.target_coverage:.2f})"))
-    rows.append(("largest margin q_t", _fmt_m(s.max_margin_m)))
+    rows.append(("coverage of the margin (target 1 − α)", Cell(f"{cov} (target {s.target_coverage:.2f})")))
+    rows.append(("largest margin q_t", Cell(_fmt_m(s.max_margin_m))))
     if s.certificate:
         cert = s.certificate
         rows.append(
             (
                 "certified failure bound",
-                f"ε = {float(cert['epsilon']):.3g} (k = {cert['k']} failures in N = {cert['n']} episodes, "
-                f"confidence 1 − β, β = {float(cert['beta']):g}; "
-                f"shield {'on' if cert.get('shield_enabled', True) else 'OFF'} in certification)",
+                Cell(
+                    f"ε = {float(cert['epsilon']):.3g} (k = {cert['k']} failures in N = {cert['n']} episodes, "
+                    f"confidence 1 − β, β = {float(cert['beta']):g}; "
+                    f"shield {'on' if cert.get('shield_enabled', True) else 'OFF'} in certification)"
+                ),
             )
         )
     else:
-        rows.append(("certified failure bound", '<span class="bad">not certified</span>'))
+        rows.append(("certified failure bound", Cell("not certified", "bad")))
     rows.append(
         (
             "tick time p50 / p99 / max",
-            f"{s.tick_us_p50:.0f} / {s.tick_us_p99:.0f} / {s.tick_us_max:.0f} µs",
+            Cell(f"{s.tick_us_p50:.0f} / {s.tick_us_p99:.0f} / {s.tick_us_max:.0f} µs"),
         )
     )
-    rows.append(("inference p50 / p99", f"{s.infer_us_p50:.0f} / {s.infer_us_p99:.0f} µs"))
+    rows.append(("inference p50 / p99", Cell(f"{s.infer_us_p50:.0f} / {s.infer_us_p99:.0f} µs")))
     rows.append(
         (
             "deadline misses / overruns",
-            f"{s.deadline_misses} / {s.overruns} (deadline {s.deadline_us:.0f} µs)",
+            Cell(f"{s.deadline_misses} / {s.overruns} (deadline {s.deadline_us:.0f} µs)"),
         )
     )
     return rows
 
 
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto;
-       max-width: 1400px; color: #222; padding: 0 16px; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
-.sub { color: #666; font-size: 13px; margin-bottom: 16px; }
-.verdict { font-size: 16px; padding: 10px 14px; border-radius: 6px; margin: 12px 0; }
-.verdict.ok { background: #e9f7ef; border: 1px solid #82e0aa; }
-.verdict.bad { background: #fdedec; border: 1px solid #f1948a; }
-table { border-collapse: collapse; font-size: 13px; margin-top: 8px; }
-th, td { border-bottom: 1px solid #e5e5e5; padding: 5px 10px; text-align: left; vertical-align: top; }
-th { background: #f4f6f7; } td:first-child { color: #444; white-space: nowrap; }
-span.ok { color: #1e8449; font-weight: 600; } span.bad { color: #c0392b; font-weight: 600; }
-.grid { display: grid; grid-template-columns: repeat(var(--cols), minmax(0, 1fr)); gap: 16px; }
-figure { margin: 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 12px; color: #555; margin-top: 4px; }
-"""
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _verdict(s: FlightSummary) -> str:
+def _verdict(s: FlightSummary) -> tuple[bool, str]:
     ok = s.mission_complete and s.breaches == 0
     parts = ["mission complete" if s.mission_complete else f"mission not complete ({s.end_reason})"]
     parts.append("no breaches" if s.breaches == 0 else f"{s.breaches} breach{'es' if s.breaches > 1 else ''}")
     parts.append(f"shield {'on' if s.shield_enabled else 'OFF'}")
-    return f'<div class="verdict {"ok" if ok else "bad"}">{html.escape(" · ".join(parts))}</div>'
+    return ok, " · ".join(parts)
+
+
+def _environment() -> jinja2.Environment:
+    """The template environment: autoescape on for every template, undefined names are errors."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("calib", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
 
 
 def render_html(
     flights: Sequence[Flight], summaries: Sequence[FlightSummary], figures: Sequence[Mapping[str, bytes]]
 ) -> str:
-    """The page: verdicts, the table of figures (one column per flight), then the figures."""
+    """The page (``calib/templates/report.html.j2``): verdicts, the table of figures, then the figures.
+
+    Every value reaches the template as text and is escaped there, so a crafted log header
+    (a bundle path, a certificate field, an end reason) cannot inject markup into the page.
+    """
     n = len(flights)
-    title = "Flight report" if n == 1 else "Flight comparison"
-    names = [html.escape(_flight_title(f)) for f in flights]
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{title}: {' vs '.join(names)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{title}</h1>",
-    ]
+    names = [_flight_title(f) for f in flights]
     h = flights[0].header
-    out.append(
-        f'<div class="sub">bundle {html.escape(str(h.get("bundle", "?")))} · autopilot '
-        f"{html.escape(str(h.get('autopilot', '?')))} · link {html.escape(str(h.get('link', '?')))} · "
-        f"{flights[0].rate_hz:g} Hz</div>"
+    verdicts = []
+    for name, s in zip(names, summaries, strict=True):
+        ok, text = _verdict(s)
+        verdicts.append({"name": name, "ok": ok, "text": text})
+    per_flight = [table_rows(s) for s in summaries]
+    rows = [(label, [r[i][1] for r in per_flight]) for i, (label, _) in enumerate(per_flight[0])]
+    panels = [
+        (
+            caption,
+            [
+                {"name": name, "png_b64": base64.b64encode(figs[stem]).decode("ascii")}
+                for name, figs in zip(names, figures, strict=True)
+            ],
+        )
+        for stem, caption in FIGURES
+    ]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title="Flight report" if n == 1 else "Flight comparison",
+            names=names,
+            bundle=str(h.get("bundle", "?")),
+            autopilot=str(h.get("autopilot", "?")),
+            link=str(h.get("link", "?")),
+            rate=f"{flights[0].rate_hz:g}",
+            verdicts=verdicts,
+            rows=rows,
+            figures=panels,
+        )
     )
-    out.append(f'<div class="grid" style="--cols:{n}">')
-    for f, s in zip(flights, summaries, strict=True):
-        out.append(f"<div><b>{html.escape(_flight_title(f))}</b>{_verdict(s)}</div>")
-    out.append("</div>")
-    out.append("<h2>Table of figures</h2><table><tr><th></th>")
-    out.extend(f"<th>{name}</th>" for name in names)
-    out.append("</tr>")
-    rows = [table_rows(s) for s in summaries]
-    for i, (label, _) in enumerate(rows[0]):
-        cells = "".join(f"<td>{r[i][1]}</td>" for r in rows)
-        out.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
-    out.append("</table>")
-    for stem, caption in FIGURES:
-        out.append(f"<h2>{html.escape(caption)}</h2>")
-        out.append(f'<div class="grid" style="--cols:{n}">')
-        for f, figs in zip(flights, figures, strict=True):
-            out.append(
-                f"<figure>{_img(figs[stem], caption)}<figcaption>{html.escape(_flight_title(f))}</figcaption></figure>"
-            )
-        out.append("</div>")
-    out.append(
-        "<p class='sub'>Distances are recomputed from the logged positions and the mission geometry "
-        "in the log header; a negative distance is a breach. Written by <code>edge-agent report</code>.</p>"
-    )
-    out.append("</body></html>")
-    return "\n".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -853,6 +852,7 @@ def write_report(
 __all__ = [
     "FIGURES",
     "LAYER_NAMES",
+    "Cell",
     "ConstraintDistance",
     "Flight",
     "FlightSummary",

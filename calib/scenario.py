@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.errors import ConfigError, MissionError
+from edge_agent.errors import ConfigError, MissionError, ScenarioError
 from edge_agent.mission import Mission, load_mission
+from edge_agent.tomlcheck import Table, check_sections, read_toml
 from sitl.airframe import G_M_S2, X500, Airframe
 
 F64 = NDArray[np.float64]
@@ -139,61 +140,9 @@ class EpisodeParams:
 # Parsing
 
 
-class _T:
-    """A TOML table with typed getters that name the key and the fix, and catch typos."""
-
-    def __init__(self, data: Any, where: str, path: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: [{where}] must be a table, got {type(data).__name__}")
-        self.data, self.where, self.path = data, where, path
-        self.used: set[str] = set()
-
-    def _err(self, msg: str) -> ConfigError:
-        return ConfigError(f"{self.path}: [{self.where}] {msg}")
-
-    def number(self, key: str, default: float | None = None, *, lo: float = -math.inf) -> float:
-        self.used.add(key)
-        if key not in self.data:
-            if default is None:
-                raise self._err(f"needs {key} (a number); see docs/certification.md")
-            return default
-        v = self.data[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise self._err(f"{key} must be a finite number, got {v!r}")
-        if v < lo:
-            raise self._err(f"{key} = {v} must be >= {lo}")
-        return float(v)
-
-    def band(self, key: str, default: tuple[float, float] | None = None, *, lo: float = -math.inf) -> Band:
-        self.used.add(key)
-        if key not in self.data:
-            if default is None:
-                raise self._err(f"needs {key} ([lo, hi] or one number); see docs/certification.md")
-            return Band(*default)
-        v = self.data[key]
-        vals = [v, v] if isinstance(v, int | float) and not isinstance(v, bool) else v
-        if (
-            not isinstance(vals, list)
-            or len(vals) != 2
-            or any(
-                isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) for x in vals
-            )
-        ):
-            raise self._err(f"{key} must be [lo, hi] (two finite numbers) or one number, got {v!r}")
-        a, b = float(vals[0]), float(vals[1])
-        if a > b:
-            raise self._err(f"{key} = [{a}, {b}] has lo > hi; write [{b}, {a}]")
-        if a < lo:
-            raise self._err(f"{key} = [{a}, {b}] must not go below {lo}")
-        return Band(a, b)
-
-    def done(self) -> None:
-        extra = sorted(set(self.data) - self.used)
-        if extra:
-            raise self._err(
-                f"has unknown key(s) {', '.join(map(repr, extra))}; "
-                f"the keys are {', '.join(sorted(self.used))} (a typo?)"
-            )
+def _T(data: Any, where: str, path: str) -> Table:
+    """A scenario table: the shared TOML checker with ScenarioError, the file named in every message."""
+    return Table(data, where, error=ScenarioError, prefix=f"{path}: ", docs="docs/certification.md")
 
 
 _SECTIONS = ("scenario", "wind", "vehicle", "sensors", "start")
@@ -202,83 +151,78 @@ _SECTIONS = ("scenario", "wind", "vehicle", "sensors", "start")
 def parse_scenario(
     data: Mapping[str, Any], *, path: str = "<scenario>", base_dir: Path | None = None
 ) -> ScenarioSpec:
-    """Build a ScenarioSpec from a parsed TOML document; raises ConfigError naming problem and fix."""
-    unknown = sorted(set(data) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown section(s) {', '.join(map(repr, unknown))}; "
-            f"the sections are {', '.join(_SECTIONS)} (a typo?)"
-        )
+    """Build a ScenarioSpec from a parsed TOML document; raises ScenarioError (a ConfigError) naming problem and fix."""
+    check_sections(data, _SECTIONS, error=ScenarioError, prefix=f"{path}: ")
     if "scenario" not in data:
-        raise ConfigError(f"{path}: no [scenario] section; add one with name, seed and mission")
+        raise ScenarioError(f"{path}: no [scenario] section; add one with name, seed and mission")
 
     t = _T(data["scenario"], "scenario", path)
     t.used.update(("name", "seed", "mission"))
     name = t.data.get("name", "unnamed")
     if not isinstance(name, str):
-        raise t._err(f"name must be a string, got {name!r}")
+        raise t.err(f"name must be a string, got {name!r}")
     seed = t.data.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise t._err(f"seed must be a non-negative integer, got {seed!r}")
+        raise t.err(f"seed must be a non-negative integer, got {seed!r}")
     mission = t.data.get("mission")
     if not isinstance(mission, str) or not mission:
-        raise t._err('needs mission = "path/to/mission.toml" (relative to the scenario file)')
+        raise t.err('needs mission = "path/to/mission.toml" (relative to the scenario file)')
     mission_path = Path(mission)
     if not mission_path.is_absolute():
         mission_path = (base_dir or Path.cwd()) / mission_path
-    duration = t.number("duration_s", 60.0, lo=0.1)
-    dt = t.number("physics_dt_s", 0.004, lo=1e-4)
+    duration = t.number("duration_s", 60.0, ge=0.1)
+    dt = t.number("physics_dt_s", 0.004, ge=1e-4)
     if dt > 0.02:
-        raise t._err(f"physics_dt_s = {dt} must be at most 0.02 s (the simulator's stable limit)")
+        raise t.err(f"physics_dt_s = {dt} must be at most 0.02 s (the simulator's stable limit)")
     t.done()
 
-    def sub(key: str) -> _T:
+    def sub(key: str) -> Table:
         return _T(data.get(key, {}), key, path)
 
     w = sub("wind")
     wind = WindSpec(
-        w.band("speed_m_s", (0.0, 0.0), lo=0.0),
-        w.band("gust_std_m_s", (0.0, 0.0), lo=0.0),
-        w.number("gust_time_constant_s", 2.0, lo=1e-3),
+        Band(*w.band("speed_m_s", (0.0, 0.0), ge=0.0)),
+        Band(*w.band("gust_std_m_s", (0.0, 0.0), ge=0.0)),
+        w.number("gust_time_constant_s", 2.0, ge=1e-3),
     )
     w.done()
 
     v = sub("vehicle")
     vehicle = VehicleSpec(
-        v.band("mass_scale", (1.0, 1.0), lo=0.1),
-        v.band("motor_efficiency", (1.0, 1.0), lo=0.0),
-        v.number("motor_fault_probability", 0.0, lo=0.0),
-        v.band("motor_fault_efficiency", (1.0, 1.0), lo=0.0),
-        v.band("motor_fault_onset_s", (0.0, 0.0), lo=0.0),
+        Band(*v.band("mass_scale", (1.0, 1.0), ge=0.1)),
+        Band(*v.band("motor_efficiency", (1.0, 1.0), ge=0.0)),
+        v.number("motor_fault_probability", 0.0, ge=0.0),
+        Band(*v.band("motor_fault_efficiency", (1.0, 1.0), ge=0.0)),
+        Band(*v.band("motor_fault_onset_s", (0.0, 0.0), ge=0.0)),
     )
     if vehicle.motor_fault_probability > 1.0:
-        raise v._err(f"motor_fault_probability = {vehicle.motor_fault_probability} must lie in [0, 1]")
+        raise v.err(f"motor_fault_probability = {vehicle.motor_fault_probability} must lie in [0, 1]")
     for key, band in (
         ("motor_efficiency", vehicle.motor_efficiency),
         ("motor_fault_efficiency", vehicle.motor_fault_efficiency),
     ):
         if band.hi > 1.5:
-            raise v._err(f"{key} = [{band.lo}, {band.hi}] must not exceed 1.5 (1 = healthy motor)")
+            raise v.err(f"{key} = [{band.lo}, {band.hi}] must not exceed 1.5 (1 = healthy motor)")
     v.done()
 
     s = sub("sensors")
     sensors = SensorSpec(
-        s.number("pos_noise_std_m", 0.0, lo=0.0),
-        s.number("vel_noise_std_m_s", 0.0, lo=0.0),
-        s.number("att_noise_std_rad", 0.0, lo=0.0),
-        s.number("rates_noise_std_rad_s", 0.0, lo=0.0),
-        s.number("latency_s", 0.0, lo=0.0),
-        s.number("dropout_rate_hz", 0.0, lo=0.0),
-        s.number("dropout_duration_s", 0.3, lo=1e-3),
+        s.number("pos_noise_std_m", 0.0, ge=0.0),
+        s.number("vel_noise_std_m_s", 0.0, ge=0.0),
+        s.number("att_noise_std_rad", 0.0, ge=0.0),
+        s.number("rates_noise_std_rad_s", 0.0, ge=0.0),
+        s.number("latency_s", 0.0, ge=0.0),
+        s.number("dropout_rate_hz", 0.0, ge=0.0),
+        s.number("dropout_duration_s", 0.3, ge=1e-3),
     )
     s.done()
 
     st = sub("start")
     start = StartSpec(
-        st.band("altitude_m"),
-        st.number("clearance_m", 3.0, lo=0.0),
-        st.band("yaw_rad", (-math.pi, math.pi)),
-        st.band("speed_m_s", (0.0, 0.0), lo=0.0),
+        Band(*st.band("altitude_m")),
+        st.number("clearance_m", 3.0, ge=0.0),
+        Band(*st.band("yaw_rad", (-math.pi, math.pi))),
+        Band(*st.band("speed_m_s", (0.0, 0.0), ge=0.0)),
     )
     st.done()
     return ScenarioSpec(
@@ -289,14 +233,7 @@ def parse_scenario(
 def load_scenario(path: str | Path) -> ScenarioSpec:
     """Read and validate a scenario TOML file (its mission path is resolved next to it)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read scenario file {str(p)!r}: {exc.strerror}; check the path") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"scenario file {str(p)!r} is not valid TOML: {exc}") from exc
+    data = read_toml(p, what="scenario file", error=ScenarioError)
     return parse_scenario(data, path=str(p), base_dir=p.resolve().parent)
 
 
@@ -305,7 +242,7 @@ def scenario_mission(spec: ScenarioSpec) -> Mission:
     try:
         return load_mission(spec.mission_path)
     except MissionError as exc:
-        raise ConfigError(
+        raise ScenarioError(
             f"scenario {spec.name!r}: its mission {spec.mission_path!r} is unusable: {exc}"
         ) from exc
 
@@ -317,7 +254,7 @@ def scenario_hash(spec: ScenarioSpec) -> str:
     try:
         mission_doc = tomllib.loads(Path(spec.mission_path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
+        raise ScenarioError(
             f"cannot read the scenario's mission {spec.mission_path!r} to hash it: {exc}"
         ) from exc
     body["mission"] = mission_doc

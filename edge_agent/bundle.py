@@ -26,20 +26,33 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from edge_agent.bundle_signature import (
+    SIGNATURE_CONTEXT,
+    SIGNATURE_NAME,
+    SignatureState,
+    SignatureStatus,
+    check_signature,
+    ed25519_public_key,
+    ed25519_sign,
+    ed25519_verify,
+    read_signature_status,
+    write_signature,
+)
 from edge_agent.errors import (
     BundleContractError,
     BundleError,
     BundleFileMissingError,
     BundleNotFoundError,
     BundleSchemaError,
-    BundleSignatureError,
     FeatureSpecError,
     FileHashError,
     GoldenSampleError,
     ManifestHashError,
     ModelLoadError,
+    UnlistedFileError,
     UnsupportedSchemaVersionError,
 )
+from edge_agent.keys import key_fingerprint, read_key_file
 from firmware_bridge.features import VOCABULARY
 
 SCHEMA_VERSION = 1
@@ -57,10 +70,6 @@ OBS_INPUT = "obs"
 """Name of the observation input of every bundle graph: float32 [batch, D]."""
 ACTION_OUTPUT = "action"
 """Name of the action output of every bundle graph: float32 [batch, A], physical units."""
-SIGNATURE_NAME = "signature.json"
-"""The optional ed25519 signature's file name inside a bundle folder (not listed in ``files``)."""
-SIGNATURE_CONTEXT = b"edge-agent bundle v1\x00"
-"""Prefix of the signed message, so a bundle signature can never be replayed as another artifact's."""
 STATE_INPUT = "state_in"
 """Recurrent policies only: float32 [batch, H] state input (LSTM: h and c concatenated)."""
 STATE_OUTPUT = "state_out"
@@ -576,6 +585,30 @@ def _check_files(bundle_dir: Path, files: Mapping[str, str]) -> dict[str, bytes]
     return contents
 
 
+def _check_unlisted(bundle_dir: Path, files: Mapping[str, str]) -> None:
+    """Check 6b: the folder holds nothing but the listed files, the manifest and the signature.
+
+    A file no hash covers is refused rather than ignored: nothing in the runtime reads it today,
+    but a bundle is what a drone trusts, and a file riding along unverified (a second model, a
+    script, instructions) is exactly what signing is meant to rule out.
+    """
+    allowed = {MANIFEST_NAME, SIGNATURE_NAME, *(Path(rel).as_posix() for rel in files)}
+    extra = sorted(
+        p.relative_to(bundle_dir).as_posix()
+        for p in bundle_dir.rglob("*")
+        if (p.is_symlink() or not p.is_dir()) and p.relative_to(bundle_dir).as_posix() not in allowed
+    )
+    if extra:
+        shown = ", ".join(repr(e) for e in extra[:5]) + (
+            f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        )
+        raise UnlistedFileError(
+            f"bundle {str(bundle_dir)!r} holds {len(extra)} file(s) its manifest does not list, so no hash "
+            f"covers them: {shown}; delete them (a bundle carries only {MANIFEST_NAME}, {SIGNATURE_NAME} "
+            f"and the files its manifest lists), or re-export the bundle"
+        )
+
+
 def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
     """Session options for onboard inference: few threads, sequential, no thread spinning."""
     opts = ort.SessionOptions()
@@ -692,7 +725,7 @@ def load_bundle(path: Path | str, *, public_key: bytes | None = None) -> Bundle:
     """Load and verify a bundle folder; raise a narrow ``BundleError`` naming the problem and fix.
 
     Checks, in order: folder and manifest exist; JSON parses; schema version; manifest self-hash;
-    listed files exist; file SHA-256s; onnxruntime loads the model; graph inputs/outputs against
+    listed files exist; file SHA-256s; no unlisted files; onnxruntime loads the model; graph inputs/outputs against
     the manifest; observation features against the vocabulary; golden-sample replay. With a
     ``public_key`` (32 bytes, ed25519), the bundle must also carry a ``signature.json`` by that key
     over its sealed manifest digest (checked right after the self-hash): unsigned, wrongly signed
@@ -701,13 +734,14 @@ def load_bundle(path: Path | str, *, public_key: bytes | None = None) -> Bundle:
     bundle_dir = Path(path)
     raw = _read_sealed_manifest(bundle_dir)
     if public_key is not None:
-        _check_signature(bundle_dir, raw, public_key)
+        check_signature(bundle_dir, str(raw["manifest_sha256"]), public_key)
     files_raw = raw.get("files")
     if not isinstance(files_raw, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in files_raw.items()
     ):
         raise BundleSchemaError("manifest field files must map relative paths to SHA-256 hex strings")
     contents = _check_files(bundle_dir, files_raw)
+    _check_unlisted(bundle_dir, files_raw)
     if MODEL_NAME not in contents:
         raise BundleSchemaError(f"manifest field files does not list {MODEL_NAME}; re-export the bundle")
     model_path = bundle_dir / MODEL_NAME
@@ -720,218 +754,28 @@ def load_bundle(path: Path | str, *, public_key: bytes | None = None) -> Bundle:
 
 
 # ---------------------------------------------------------------------------------------------
-# Signing: ed25519 over the sealed manifest digest (which covers every file's SHA-256).
-#
-# No ed25519 library is among the runtime's dependencies (numpy, onnxruntime, pymavlink, pyserial,
-# msgpack), so this is RFC 8032's reference algorithm (section 6), checked against its test
-# vectors in tests/faults/test_signing.py. It is not constant-time: signing happens on the
-# workstation, and verification handles only public data. Swap in `cryptography`'s Ed25519 if
-# that dependency is ever added.
-
-_P = 2**255 - 19
-_L = 2**252 + 27742317777372353535851937790883648493
-_D = -121665 * pow(121666, _P - 2, _P) % _P
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-_Point = tuple[int, int, int, int]
-
-
-def _sha512_int(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha512(data).digest(), "little")
-
-
-def _add(p: _Point, q: _Point) -> _Point:
-    a = (p[1] - p[0]) * (q[1] - q[0]) % _P
-    b = (p[1] + p[0]) * (q[1] + q[0]) % _P
-    c = 2 * p[3] * q[3] * _D % _P
-    d = 2 * p[2] * q[2] % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
-
-
-def _mul(s: int, p: _Point) -> _Point:
-    q: _Point = (0, 1, 1, 0)
-    while s > 0:
-        if s & 1:
-            q = _add(q, p)
-        p = _add(p, p)
-        s >>= 1
-    return q
-
-
-def _equal(p: _Point, q: _Point) -> bool:
-    return (p[0] * q[2] - q[0] * p[2]) % _P == 0 and (p[1] * q[2] - q[1] * p[2]) % _P == 0
-
-
-def _recover_x(y: int, sign: int) -> int | None:
-    if y >= _P:
-        return None
-    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)
-    if x2 == 0:
-        return None if sign else 0
-    x = pow(x2, (_P + 3) // 8, _P)
-    if (x * x - x2) % _P != 0:
-        x = x * _SQRT_M1 % _P
-    if (x * x - x2) % _P != 0:
-        return None
-    if (x & 1) != sign:
-        x = _P - x
-    return x
-
-
-_GY = 4 * pow(5, _P - 2, _P) % _P
-_GX = _recover_x(_GY, 0) or 0
-_G: _Point = (_GX, _GY, 1, _GX * _GY % _P)
-
-
-def _compress(p: _Point) -> bytes:
-    zinv = pow(p[2], _P - 2, _P)
-    x, y = p[0] * zinv % _P, p[1] * zinv % _P
-    return int.to_bytes(y | ((x & 1) << 255), 32, "little")
-
-
-def _decompress(data: bytes) -> _Point | None:
-    if len(data) != 32:
-        return None
-    y = int.from_bytes(data, "little")
-    sign = y >> 255
-    y &= (1 << 255) - 1
-    x = _recover_x(y, sign)
-    return None if x is None else (x, y, 1, x * y % _P)
-
-
-def _expand_secret(secret: bytes) -> tuple[int, bytes]:
-    h = hashlib.sha512(secret).digest()
-    a = int.from_bytes(h[:32], "little")
-    a &= (1 << 254) - 8
-    a |= 1 << 254
-    return a, h[32:]
-
-
-def ed25519_public_key(secret: bytes) -> bytes:
-    """The 32-byte public key of a 32-byte ed25519 secret key (seed)."""
-    if len(secret) != 32:
-        raise BundleSignatureError(f"an ed25519 secret key is 32 bytes, got {len(secret)}")
-    a, _ = _expand_secret(secret)
-    return _compress(_mul(a, _G))
-
-
-def ed25519_sign(secret: bytes, message: bytes) -> bytes:
-    """The 64-byte ed25519 signature of ``message`` (RFC 8032, pure Ed25519)."""
-    a, prefix = _expand_secret(secret)
-    public = ed25519_public_key(secret)
-    r = _sha512_int(prefix + message) % _L
-    big_r = _compress(_mul(r, _G))
-    h = _sha512_int(big_r + public + message) % _L
-    s = (r + h * a) % _L
-    return big_r + int.to_bytes(s, 32, "little")
-
-
-def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is a valid ed25519 signature of ``message`` under ``public``."""
-    if len(public) != 32 or len(signature) != 64:
-        return False
-    a = _decompress(public)
-    big_r = _decompress(signature[:32])
-    if a is None or big_r is None:
-        return False
-    s = int.from_bytes(signature[32:], "little")
-    if s >= _L:
-        return False
-    h = _sha512_int(signature[:32] + public + message) % _L
-    return _equal(_mul(s, _G), _add(big_r, _mul(h, a)))
-
-
-def key_fingerprint(public: bytes) -> str:
-    """Short printable identity of a public key: the first 16 hex digits of its SHA-256."""
-    return hashlib.sha256(public).hexdigest()[:16]
-
-
-def read_key_file(path: Path | str, *, what: str) -> bytes:
-    """A 32-byte key from a file of 64 hex digits (whitespace ignored); BundleSignatureError if not."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="ascii").strip()
-        key = bytes.fromhex(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BundleSignatureError(
-            f"cannot read the {what} from {str(p)!r} ({exc}); it must hold 64 hex digits, as written "
-            f"by `edge-agent sign --generate-key`"
-        ) from exc
-    if len(key) != 32:
-        raise BundleSignatureError(
-            f"the {what} in {str(p)!r} has {len(key)} bytes, not 32; it must hold 64 hex digits, as "
-            f"written by `edge-agent sign --generate-key`"
-        )
-    return key
-
-
-def _signed_message(manifest_sha256: str) -> bytes:
-    return SIGNATURE_CONTEXT + manifest_sha256.encode("ascii")
+# Signing (the signature file and its checks live in edge_agent.bundle_signature).
 
 
 def sign_bundle(path: Path | str, secret: bytes) -> Path:
-    """Write ``signature.json`` into a bundle: ed25519 over its sealed manifest digest.
+    """Write ``signature.json`` into a bundle: Ed25519 over its sealed manifest digest.
 
     The bundle is verified first (a broken bundle is never signed). Re-sealing the manifest
     later (``edge-agent calibrate``) invalidates the signature: sign again after it.
     """
     bundle = load_bundle(path)
-    public = ed25519_public_key(secret)
-    digest = bundle.manifest.manifest_sha256
-    record = {
-        "algorithm": "ed25519",
-        "manifest_sha256": digest,
-        "public_key": public.hex(),
-        "signature": ed25519_sign(secret, _signed_message(digest)).hex(),
-    }
-    out = bundle.path / SIGNATURE_NAME
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
-    return out
+    return write_signature(bundle.path, bundle.manifest.manifest_sha256, secret)
 
 
-def _check_signature(bundle_dir: Path, raw: Mapping[str, Any], public_key: bytes) -> None:
-    """Check 5 (only with a public key): the signature file verifies over the manifest digest."""
-    if len(public_key) != 32:
-        raise BundleSignatureError(
-            f"the configured public key has {len(public_key)} bytes, not 32; pass the 64-hex-digit "
-            f".pub file written by `edge-agent sign --generate-key`"
-        )
-    fp = key_fingerprint(public_key)
-    sig_path = bundle_dir / SIGNATURE_NAME
-    if not sig_path.is_file():
-        raise BundleSignatureError(
-            f"bundle {str(bundle_dir)!r} is not signed, and this drone only flies bundles signed by key "
-            f"{fp}: sign it on the workstation with `edge-agent sign {bundle_dir} --key SECRET_KEY`"
-        )
-    try:
-        record = json.loads(sig_path.read_bytes())
-        algorithm = record["algorithm"]
-        signed_digest = record["manifest_sha256"]
-        signature = bytes.fromhex(record["signature"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise BundleSignatureError(
-            f"{sig_path} is not a bundle signature ({type(exc).__name__}: {exc}); sign the bundle again "
-            f"with `edge-agent sign`"
-        ) from exc
-    if algorithm != "ed25519" or not isinstance(signed_digest, str):
-        raise BundleSignatureError(
-            f"{sig_path} uses algorithm {algorithm!r}; this runtime verifies 'ed25519' only: sign the "
-            f"bundle again with `edge-agent sign`"
-        )
-    digest = str(raw["manifest_sha256"])
-    if signed_digest != digest:
-        raise BundleSignatureError(
-            f"the manifest changed after the bundle was signed (signed {signed_digest[:16]}…, now "
-            f"{digest[:16]}…): sign it again after `edge-agent calibrate` or any re-seal"
-        )
-    if not ed25519_verify(public_key, _signed_message(digest), signature):
-        raise BundleSignatureError(
-            f"the bundle signature does not verify with the configured public key {fp}: the bundle was "
-            f"signed with another key or the signature was altered; sign it with the key whose public "
-            f"half this drone holds"
-        )
+def signature_status(path: Path | str, public_key: bytes | None = None) -> SignatureStatus:
+    """The state of a bundle's signature, without raising for a bad one (the manifest must be sound).
+
+    Without ``public_key`` a present signature is reported as not verified (who signed it is only a
+    claim until a trusted key checks it); with one, it is ``valid`` or ``invalid`` with the reason.
+    """
+    bundle_dir = Path(path)
+    raw = _read_sealed_manifest(bundle_dir)
+    return read_signature_status(bundle_dir, str(raw["manifest_sha256"]), public_key)
 
 
 __all__ = [
@@ -956,6 +800,8 @@ __all__ = [
     "ParityInfo",
     "QuantizationInfo",
     "RecurrentSpec",
+    "SignatureState",
+    "SignatureStatus",
     "TensorSpec",
     "canonical_json",
     "ed25519_public_key",
@@ -969,6 +815,7 @@ __all__ = [
     "seal_manifest",
     "session_options",
     "sign_bundle",
+    "signature_status",
     "write_manifest",
     "write_manifest_section",
 ]

@@ -26,6 +26,14 @@ class BundleSignatureError(BundleIntegrityError):
     """A drone configured with a public key got an unsigned, wrongly signed or re-sealed bundle."""
 
 
+class KeyFileError(BundleSignatureError):
+    """A key file is unreadable, untyped (no header line), or the wrong half (secret where public is needed)."""
+
+
+class UnlistedFileError(BundleIntegrityError):
+    """The bundle folder holds a file its manifest does not list (so no hash covers it)."""
+
+
 class BundleSchemaError(BundleError):
     """The manifest is malformed or declares a schema version this runtime does not read."""
 
@@ -74,12 +82,28 @@ class ExportError(EdgeAgentError):
     """An export failed a check (ONNX checker, parity with the framework); no bundle written."""
 
 
-class MissionError(EdgeAgentError):
+class ConfigError(EdgeAgentError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class InputFileError(EdgeAgentError):
+    """A TOML input (mission, scenario, export spec) is unreadable, not TOML, or fails its checks.
+
+    Raised through :mod:`edge_agent.tomlcheck`, one subclass per kind of input; catch this one
+    for all of them.
+    """
+
+
+class MissionError(InputFileError):
     """A mission file is malformed or unsafe (fence not closed, waypoint in a keep-out, ...)."""
 
 
-class ConfigError(EdgeAgentError):
-    """A configuration value is out of range or inconsistent."""
+class ScenarioError(InputFileError, ConfigError):
+    """A scenario file (``calib``) is malformed; also a ConfigError, as it was before the family."""
+
+
+class ExportSpecError(InputFileError, ConfigError):
+    """An export spec (``export``) is malformed; also a ConfigError, as it was before the family."""
 
 
 class CalibrationError(EdgeAgentError):
@@ -99,15 +123,21 @@ __all__ = [
     "BundleIntegrityError",
     "BundleNotFoundError",
     "BundleSchemaError",
+    "BundleSignatureError",
     "CalibrationError",
     "ConfigError",
     "EdgeAgentError",
     "ExportError",
+    "ExportSpecError",
     "FeatureSpecError",
     "FileHashError",
     "GoldenSampleError",
+    "InputFileError",
+    "KeyFileError",
     "ManifestHashError",
     "MissionError",
     "ModelLoadError",
+    "ScenarioError",
+    "UnlistedFileError",
     "UnsupportedSchemaVersionError",
 ]

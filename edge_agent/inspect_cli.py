@@ -1,4 +1,10 @@
-"""``edge-agent inspect BUNDLE``: verify a bundle, then print its whole contract."""
+"""``edge-agent inspect BUNDLE [--public-key KEY.pub]``: verify a bundle, then print its whole contract.
+
+The last lines say which guarantee holds for the signature: ``unsigned``, ``signed, not
+verified`` (no key given: who signed it is only a claim), ``valid`` or ``invalid`` (with the
+reason). With ``--public-key`` the exit status is 1 unless the signature is valid, so a script
+can check a bundle exactly as a drone started with that key would.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle import GOLDEN_TOLERANCE, Bundle, load_bundle
+from edge_agent.bundle import GOLDEN_TOLERANCE, Bundle, SignatureStatus, load_bundle, signature_status
+from edge_agent.keys import read_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``edge-agent inspect``."""
     parser.add_argument("bundle", type=Path, help="bundle folder (policy.onnx + manifest.json)")
-    parser.add_argument("--json", action="store_true", help="print the verified manifest as JSON instead")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"manifest": the verified manifest, "signature": {state, signer, detail}} as JSON instead',
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="KEY.pub",
+        help="verify the bundle's signature with this public key (exit 1 unless it is valid)",
+    )
 
 
 def _fmt(values: Any) -> str:
@@ -34,8 +51,8 @@ def _section(title: str, data: Mapping[str, Any] | None, indent: str = "") -> li
     return lines
 
 
-def render(bundle: Bundle) -> str:
-    """The contract of a verified bundle as readable text."""
+def render(bundle: Bundle, signature: SignatureStatus | None = None) -> str:
+    """The contract of a verified bundle (and its signature's state, if given) as readable text."""
     m = bundle.manifest
     lines = [
         f"bundle {bundle.path}  (verified: hashes, io contract, golden replay ≤ {GOLDEN_TOLERANCE:g})",
@@ -81,14 +98,20 @@ def render(bundle: Bundle) -> str:
         )
     lines += _section("calibration", m.calibration)
     lines += _section("certificate", m.certificate)
+    if signature is not None:
+        signer = "" if signature.signer is None else f", key {signature.signer}"
+        lines += [f"signature: {signature.state}{signer}", f"  {signature.detail}"]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``edge-agent inspect``."""
+    public_key = None if args.public_key is None else read_key(args.public_key, "public")
     bundle = load_bundle(args.bundle)
+    status = signature_status(bundle.path, public_key)
     if args.json:
-        print(json.dumps(dict(bundle.manifest.raw), indent=2))
+        signature = {"state": status.state, "signer": status.signer, "detail": status.detail}
+        print(json.dumps({"manifest": dict(bundle.manifest.raw), "signature": signature}, indent=2))
     else:
-        print(render(bundle))
-    return 0
+        print(render(bundle, status))
+    return 0 if public_key is None or status.state == "valid" else 1

@@ -17,7 +17,6 @@ queries the shield and the observation builder need (arrays with a leading batch
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.errors import MissionError
+from edge_agent.tomlcheck import Table, check_sections, read_toml
 
 F64 = NDArray[np.float64]
 
@@ -352,85 +352,9 @@ def _signed_area(v: F64) -> float:
 # Parsing
 
 
-class _Table:
-    """One TOML table being read: typed getters, and a final check that every key was used."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, Mapping):
-            raise MissionError(f"[{where}] must be a table, got {type(data).__name__}; write it as [{where}]")
-        self.data = data
-        self.where = where
-        self.used: set[str] = set()
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def _get(self, key: str, default: Any) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                raise MissionError(f"[{self.where}] is missing {key!r}; add it (see docs/mission.md)")
-            return default
-        return self.data[key]
-
-    def number(self, key: str, default: Any = None, *, positive: bool = False, nonneg: bool = False) -> float:
-        value = self._get(key, _REQUIRED if default is None else default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise MissionError(f"[{self.where}] {key} must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise MissionError(f"[{self.where}] {key} must be finite, got {value!r}")
-        if positive and value <= 0:
-            raise MissionError(f"[{self.where}] {key} must be > 0, got {value}")
-        if nonneg and value < 0:
-            raise MissionError(f"[{self.where}] {key} must be >= 0, got {value}")
-        return value
-
-    def optional_number(self, key: str) -> float | None:
-        return self.number(key) if key in self.data else None
-
-    def string(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
-        value = self._get(key, _REQUIRED if default is None else default)
-        if not isinstance(value, str) or value not in choices:
-            raise MissionError(f"[{self.where}] {key} must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def vector(self, key: str, size: int, default: Any = None) -> tuple[float, ...]:
-        value = self._get(key, _REQUIRED if default is None else default)
-        return _vector(value, size, f"[{self.where}] {key}")
-
-    def vectors(self, key: str, size: int) -> tuple[tuple[float, ...], ...]:
-        value = self._get(key, _REQUIRED)
-        if not isinstance(value, list):
-            raise MissionError(f"[{self.where}] {key} must be a list of [{size} numbers], got {value!r}")
-        return tuple(_vector(v, size, f"[{self.where}] {key}[{i}]") for i, v in enumerate(value))
-
-    def table(self, key: str) -> _Table:
-        return _Table(self._get(key, _REQUIRED), f"{self.where}.{key}" if self.where else key)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise MissionError(
-                f"[{self.where}] has unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed here: {', '.join(sorted(self.used))} (a typo?)"
-            )
-
-
-_REQUIRED = object()
-
-
-def _vector(value: Any, size: int, where: str) -> tuple[float, ...]:
-    if (
-        not isinstance(value, list)
-        or len(value) != size
-        or any(isinstance(x, bool) or not isinstance(x, int | float) for x in value)
-    ):
-        raise MissionError(f"{where} must be a list of {size} numbers, got {value!r}")
-    out = tuple(float(x) for x in value)
-    if not all(math.isfinite(x) for x in out):
-        raise MissionError(f"{where} must be finite, got {value!r}")
-    return out
+def _table(data: Any, where: str) -> Table:
+    """A mission table read by the shared TOML checker (MissionError, docs/mission.md)."""
+    return Table(data, where, error=MissionError, docs="docs/mission.md")
 
 
 def _segments_cross(p1: F64, p2: F64, q1: F64, q2: F64) -> bool:
@@ -451,7 +375,7 @@ def _segments_cross(p1: F64, p2: F64, q1: F64, q2: F64) -> bool:
     )
 
 
-def _parse_fence(t: _Table, *, band_required: bool) -> Fence:
+def _parse_fence(t: Table, *, band_required: bool) -> Fence:
     kind = t.string("kind", ("box", "polygon"))
     if kind == "box":
         n0, n1 = t.number("north_min_m"), t.number("north_max_m")
@@ -507,7 +431,7 @@ def _parse_fence(t: _Table, *, band_required: bool) -> Fence:
     return Fence(kind, tuple((float(a), float(b)) for a, b in verts), floor, ceiling)
 
 
-def _parse_keepout(t: _Table) -> Keepout:
+def _parse_keepout(t: Table) -> Keepout:
     kind = t.string("kind", ("cylinder", "box"))
     lo = t.number("alt_min_m", -math.inf) if t.has("alt_min_m") else -math.inf
     hi = t.number("alt_max_m", math.inf) if t.has("alt_max_m") else math.inf
@@ -516,7 +440,7 @@ def _parse_keepout(t: _Table) -> Keepout:
     zone: Keepout
     if kind == "cylinder":
         c = t.vector("center_ne_m", 2)
-        zone = KeepoutCylinder((c[0], c[1]), t.number("radius_m", positive=True), lo, hi)
+        zone = KeepoutCylinder((c[0], c[1]), t.number("radius_m", gt=0.0), lo, hi)
     else:
         n0, n1 = t.number("north_min_m"), t.number("north_max_m")
         e0, e1 = t.number("east_min_m"), t.number("east_max_m")
@@ -614,15 +538,11 @@ _SECTIONS = (
 
 def parse_mission(data: Mapping[str, Any]) -> Mission:
     """Build and validate a Mission from a parsed TOML document; raises MissionError."""
-    top = _Table(data, "")
+    top = _table(data, "")
     for required in ("geofence", "route", "limits", "autopilot"):
         if required not in data:
             raise MissionError(f"the mission has no [{required}] section; add it (see docs/mission.md)")
-    unknown = sorted(set(data) - set(_SECTIONS))
-    if unknown:
-        raise MissionError(
-            f"unknown section(s) {', '.join(map(repr, unknown))}; the sections are {', '.join(_SECTIONS)} (a typo?)"
-        )
+    check_sections(data, _SECTIONS, error=MissionError)
     top.used.update(_SECTIONS)
 
     origin = None
@@ -636,7 +556,7 @@ def parse_mission(data: Mapping[str, Any]) -> Mission:
     zones_raw = data.get("keepout", [])
     if not isinstance(zones_raw, list):
         raise MissionError("keepout must be an array of tables: write each zone as [[keepout]]")
-    keepouts = tuple(_parse_keepout(_Table(z, f"keepout.{i}")) for i, z in enumerate(zones_raw))
+    keepouts = tuple(_parse_keepout(_table(z, f"keepout.{i}")) for i, z in enumerate(zones_raw))
 
     t = top.table("route")
     if t.has("waypoints_nea_m") == t.has("goal_nea_m"):
@@ -645,35 +565,35 @@ def parse_mission(data: Mapping[str, Any]) -> Mission:
     if not nea:
         raise MissionError("[route] waypoints_nea_m is empty; give at least one [north, east, alt] point")
     waypoints = tuple((w[0], w[1], -w[2]) for w in nea)
-    acceptance = t.number("acceptance_radius_m", 1.0, positive=True)
+    acceptance = t.number("acceptance_radius_m", 1.0, gt=0.0)
     t.done()
 
     t = top.table("limits")
     limits = SpeedLimits(
-        t.number("horizontal_speed_m_s", positive=True),
-        t.number("up_speed_m_s", positive=True),
-        t.number("down_speed_m_s", positive=True),
-        t.number("yaw_rate_rad_s", 1.0, positive=True),
+        t.number("horizontal_speed_m_s", gt=0.0),
+        t.number("up_speed_m_s", gt=0.0),
+        t.number("down_speed_m_s", gt=0.0),
+        t.number("yaw_rate_rad_s", 1.0, gt=0.0),
     )
     t.done()
 
-    t = top.table("fallback") if "fallback" in data else _Table({}, "fallback")
+    t = top.table("fallback") if "fallback" in data else _table({}, "fallback")
     action = t.string("action", FALLBACK_ACTIONS, "land")
     home = t.vector("home_ne_m", 2, [0.0, 0.0])
     return_alt = t.number("return_alt_m", -waypoints[0][2])
     plan = FallbackPlan(
         action,
-        t.number("hold_s", 3.0, nonneg=True),
-        t.number("land_speed_m_s", 0.7, positive=True),
+        t.number("hold_s", 3.0, ge=0.0),
+        t.number("land_speed_m_s", 0.7, gt=0.0),
         (home[0], home[1], -return_alt),
     )
     t.done()
 
-    t = top.table("margins") if "margins" in data else _Table({}, "margins")
+    t = top.table("margins") if "margins" in data else _table({}, "margins")
     margins = Margins(
-        t.number("fence_m", 1.0, nonneg=True),
-        t.number("keepout_m", 1.0, nonneg=True),
-        t.number("altitude_m", 0.5, nonneg=True),
+        t.number("fence_m", 1.0, ge=0.0),
+        t.number("keepout_m", 1.0, ge=0.0),
+        t.number("altitude_m", 0.5, ge=0.0),
     )
     t.done()
 
@@ -683,16 +603,16 @@ def parse_mission(data: Mapping[str, Any]) -> Mission:
     ap_fence = _parse_fence(t.table("fence"), band_required=False) if t.has("fence") else None
     autopilot = AutopilotSpec(
         flavour,
-        t.number("silence_hold_s", hold_default, nonneg=True),
-        t.number("brake_decel_m_s2", brake_default, positive=True),
+        t.number("silence_hold_s", hold_default, ge=0.0),
+        t.number("brake_decel_m_s2", brake_default, gt=0.0),
         ap_fence,
     )
     t.done()
 
-    t = top.table("vehicle") if "vehicle" in data else _Table({}, "vehicle")
+    t = top.table("vehicle") if "vehicle" in data else _table({}, "vehicle")
     vehicle = VehicleSpec(
         *(
-            t.number(k, None, positive=True) if t.has(k) else None
+            t.number(k, None, gt=0.0) if t.has(k) else None
             for k in ("velocity_tau_xy_s", "velocity_tau_z_s", "accel_m_s2", "latency_s")
         )
     )
@@ -711,20 +631,7 @@ def parse_mission(data: Mapping[str, Any]) -> Mission:
 
 def load_mission(path: str | Path) -> Mission:
     """Read, parse and validate a mission TOML file; raises MissionError naming problem and fix."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MissionError(f"cannot read mission file {str(p)!r}: {exc.strerror}; check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise MissionError(
-            f"mission file {str(p)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML"
-        ) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MissionError(f"mission file {str(p)!r} is not valid TOML: {exc}") from exc
-    return parse_mission(data)
+    return parse_mission(read_toml(path, what="mission file", error=MissionError))
 
 
 __all__ = [

@@ -21,14 +21,14 @@ One frozen :class:`ExportSpec`, built in Python or loaded from TOML for ``edge-a
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import ACTION_KINDS
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ExportSpecError
+from edge_agent.tomlcheck import Table, read_toml
 from firmware_bridge.features import VOCABULARY
 
 MODULE_OUTPUTS = ("normalized", "physical")
@@ -55,7 +55,7 @@ def feature(
     size from the action, so give it per-element bounds or let :class:`ExportSpec` fill them.
     """
     if name not in VOCABULARY:
-        raise ConfigError(
+        raise ExportSpecError(
             f"observation feature {name!r} is not in the feature vocabulary; use one of: {', '.join(VOCABULARY)}"
         )
     spec = VOCABULARY[name]
@@ -92,7 +92,7 @@ class ExportSpec:
 
     def __post_init__(self) -> None:
         if self.action_kind not in ACTION_KINDS:
-            raise ConfigError(
+            raise ExportSpecError(
                 f"action kind {self.action_kind!r} is not known; use one of: {', '.join(ACTION_KINDS)}"
             )
         size = len(ACTION_KINDS[self.action_kind])
@@ -103,7 +103,7 @@ class ExportSpec:
         object.__setattr__(self, "action_high", tuple(float(v) for v in self.action_high))
         object.__setattr__(self, "control_rate_hz", float(self.control_rate_hz))
         if not (len(self.action_low) == len(self.action_high) == len(self.action_names) == size):
-            raise ConfigError(
+            raise ExportSpecError(
                 f"action kind {self.action_kind!r} has {size} elements but the spec gives "
                 f"{len(self.action_low)} low, {len(self.action_high)} high bounds and "
                 f"{len(self.action_names)} names; give exactly {size} of each"
@@ -111,24 +111,28 @@ class ExportSpec:
         if not all(
             math.isfinite(a) and math.isfinite(b) and a < b for a, b in zip(self.action_low, self.action_high)
         ):
-            raise ConfigError(
+            raise ExportSpecError(
                 f"action bounds must be finite with low < high, got low={list(self.action_low)} "
                 f"high={list(self.action_high)}"
             )
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
-            raise ConfigError(f"control_rate_hz must be a positive number, got {self.control_rate_hz}")
+            raise ExportSpecError(f"control_rate_hz must be a positive number, got {self.control_rate_hz}")
         if self.module_output not in MODULE_OUTPUTS:
-            raise ConfigError(f"module_output must be one of {MODULE_OUTPUTS}, got {self.module_output!r}")
+            raise ExportSpecError(
+                f"module_output must be one of {MODULE_OUTPUTS}, got {self.module_output!r}"
+            )
         if self.recurrent_state_size < 0:
-            raise ConfigError(f"recurrent_state_size must be >= 0, got {self.recurrent_state_size}")
+            raise ExportSpecError(f"recurrent_state_size must be >= 0, got {self.recurrent_state_size}")
         if self.recurrent_cell not in RECURRENT_CELLS:
-            raise ConfigError(f"recurrent_cell must be one of {RECURRENT_CELLS}, got {self.recurrent_cell!r}")
+            raise ExportSpecError(
+                f"recurrent_cell must be one of {RECURRENT_CELLS}, got {self.recurrent_cell!r}"
+            )
         if not self.observation:
-            raise ConfigError("the spec declares no observation features; list at least one")
+            raise ExportSpecError("the spec declares no observation features; list at least one")
         fixed: list[FeatureClip] = []
         for f in self.observation:
             if f.name not in VOCABULARY:
-                raise ConfigError(
+                raise ExportSpecError(
                     f"observation feature {f.name!r} is not in the feature vocabulary; use one of: "
                     f"{', '.join(VOCABULARY)}"
                 )
@@ -138,12 +142,12 @@ class ExportSpec:
                 # prev_action's width follows the action; a uniform bound stretches to it.
                 lo, hi = (lo[0],) * want, (hi[0],) * want
             if len(lo) != want or len(hi) != want:
-                raise ConfigError(
+                raise ExportSpecError(
                     f"observation feature {f.name!r} has {want} elements but its clip has {len(lo)} low "
                     f"and {len(hi)} high bounds; give one bound, or one per element"
                 )
             if not all(math.isfinite(a) and math.isfinite(b) and a < b for a, b in zip(lo, hi)):
-                raise ConfigError(
+                raise ExportSpecError(
                     f"observation feature {f.name!r} needs finite clip bounds with low < high, "
                     f"got {list(lo)} .. {list(hi)}"
                 )
@@ -151,7 +155,7 @@ class ExportSpec:
         names = [f.name for f in fixed]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ConfigError(f"observation features {duplicates} appear more than once; list each once")
+            raise ExportSpecError(f"observation features {duplicates} appear more than once; list each once")
         object.__setattr__(self, "observation", tuple(fixed))
 
     @property
@@ -194,73 +198,67 @@ class ExportSpec:
         }
 
 
-_TOP_KEYS = {
+_TOP_KEYS = (
     "control_rate_hz",
     "module_output",
     "recurrent_state_size",
     "recurrent_cell",
     "observation",
     "action",
-}
-_FEATURE_KEYS = {"name", "clip", "clip_lo", "clip_hi"}
-_ACTION_KEYS = {"kind", "low", "high", "names"}
-
-
-def _unknown(keys: Any, allowed: set[str], where: str) -> None:
-    extra = sorted(set(keys) - allowed)
-    if extra:
-        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+)
 
 
 def spec_from_dict(data: dict[str, Any], where: str = "spec") -> ExportSpec:
     """An :class:`ExportSpec` from the TOML document's table (unknown keys are refused)."""
-    _unknown(data, _TOP_KEYS, where)
-    for key in ("control_rate_hz", "observation", "action"):
-        if key not in data:
-            raise ConfigError(f"{where}: missing required key {key!r}")
+    top = Table(data, "spec", error=ExportSpecError, prefix=f"{where}: ", docs="docs/bundle.md")
+    top.allow(_TOP_KEYS)
+    rate = top.number("control_rate_hz", gt=0.0)
+    module_output = top.string("module_output", MODULE_OUTPUTS, "normalized")
+    state_size = top.integer("recurrent_state_size", 0, ge=0)
+    cell = top.string("recurrent_cell", RECURRENT_CELLS, "custom")
     features: list[FeatureClip] = []
-    for i, item in enumerate(data["observation"]):
-        _unknown(item, _FEATURE_KEYS, f"{where}: observation[{i}]")
-        if "name" not in item:
-            raise ConfigError(f"{where}: observation[{i}] has no name")
-        if "clip" in item and ("clip_lo" in item or "clip_hi" in item):
-            raise ConfigError(f"{where}: observation[{i}] gives both clip and clip_lo/clip_hi; give one")
-        if "clip" in item:
-            clip = item["clip"]
-            if not (isinstance(clip, list) and len(clip) == 2):
-                raise ConfigError(f"{where}: observation[{i}].clip must be [low, high]")
-            features.append(feature(item["name"], clip[0], clip[1]))
+    for t in top.tables("observation"):
+        t.allow(("name", "clip", "clip_lo", "clip_hi"))
+        name = t.get("name")
+        if not isinstance(name, str):
+            raise t.err(f"name must be a feature name (a string), got {name!r}")
+        if t.has("clip") and (t.has("clip_lo") or t.has("clip_hi")):
+            raise t.err("gives both clip and clip_lo/clip_hi; give one")
+        if t.has("clip"):
+            lo, hi = t.vector("clip", 2)
+            features.append(feature(name, lo, hi))
         else:
-            features.append(feature(item["name"], item.get("clip_lo"), item.get("clip_hi")))
-    action = data["action"]
-    _unknown(action, _ACTION_KEYS, f"{where}: action")
-    for key in ("kind", "low", "high"):
-        if key not in action:
-            raise ConfigError(f"{where}: action is missing required key {key!r}")
-    return ExportSpec(
+            features.append(feature(name, t.get("clip_lo", None), t.get("clip_hi", None)))
+        t.done()
+    action = top.table("action")
+    action.allow(("kind", "low", "high", "names"))
+    kind = action.get("kind")
+    if not isinstance(kind, str):
+        raise action.err(f"kind must be an action kind (a string), got {kind!r}")
+    names = action.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise action.err(f"names must be a list of strings, got {names!r}")
+    spec = ExportSpec(
         observation=tuple(features),
-        action_kind=str(action["kind"]),
-        action_low=tuple(float(v) for v in action["low"]),
-        action_high=tuple(float(v) for v in action["high"]),
-        action_names=tuple(str(n) for n in action.get("names", ())),
-        control_rate_hz=float(data["control_rate_hz"]),
-        module_output=str(data.get("module_output", "normalized")),
-        recurrent_state_size=int(data.get("recurrent_state_size", 0)),
-        recurrent_cell=str(data.get("recurrent_cell", "custom")),
+        action_kind=kind,
+        action_low=action.numbers("low"),
+        action_high=action.numbers("high"),
+        action_names=tuple(names),
+        control_rate_hz=rate,
+        module_output=module_output,
+        recurrent_state_size=state_size,
+        recurrent_cell=cell,
     )
+    action.done()
+    top.done()
+    return spec
 
 
 def load_spec(path: Path | str) -> ExportSpec:
     """Read an :class:`ExportSpec` from a TOML file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"export spec {str(path)!r} does not exist; pass the TOML file describing the policy"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"export spec {str(path)!r} is not valid TOML: {exc}") from exc
+    data = read_toml(
+        path, what="export spec", error=ExportSpecError, fix="pass the TOML file describing the policy"
+    )
     return spec_from_dict(data, where=str(path))
 
 

@@ -1,1 +1,1 @@
-"""Fuzzing of every codec and parser of edge-agent: targets, a coverage-guided engine, the corpus."""
+"""Fuzzing of every codec and parser of edge-agent: targets, the atheris runner, a corpus replayer, the corpus."""

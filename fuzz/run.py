@@ -1,63 +1,98 @@
-"""Fuzz one target from the command line; grow the committed corpus with what finds new coverage.
+"""Fuzz one target with atheris (libFuzzer), its imports instrumented; or replay the corpus or one input.
 
-    .venv/bin/python -m fuzz.run mavlink --seconds 300 --save     # pure-Python coverage-guided engine
-    .venv/bin/python -m fuzz.run bundle --atheris -- -max_total_time=600   # libFuzzer, if installed
+    .venv/bin/python -m fuzz.run mavlink --seconds 300 --save        # a campaign; grows the corpus
+    .venv/bin/python -m fuzz.run bundle --seconds 5 -- -seed=1       # libFuzzer options after --
+    .venv/bin/python -m fuzz.run mission --replay-corpus             # replay the committed corpus
+    .venv/bin/python -m fuzz.run mission --replay fuzz/crashes/FILE  # one saved input
+
+The targets' packages (``edge_agent``, ``firmware_bridge``) are imported inside
+``atheris.instrument_imports``, so libFuzzer is guided by their Python coverage: its status lines
+(``#N NEW cov: C ft: F corp: ...``) show the coverage count C growing. Without ``--save`` the run
+starts from a temporary copy of the corpus, so the committed corpus is read, never written.
 
 Corpus: fuzz/corpus/<target>/ (seeds from fuzz/make_corpus.py plus saved discoveries).
-Crashes: fuzz/crashes/<target>-<sha1>.bin; replay one with ``--replay FILE``.
+Crashes: fuzz/crashes/<target>-crash-<sha1> (libFuzzer's artifact); replay one with ``--replay FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-import numpy as np
+FUZZ_DIR = Path(__file__).resolve().parent
+NAMES = ("bundle", "custom", "flightlog", "mavlink", "mission")
+"""The targets of fuzz/targets.py (listed here so that parsing the arguments imports none of them)."""
+INSTRUMENTED = ("edge_agent", "firmware_bridge", "fuzz.targets")
+"""Packages whose bytecode atheris instruments: the code under test and the targets."""
 
-from fuzz.engine import execute, fuzz, load_corpus, replay
-from fuzz.targets import CORPUS, TARGETS
 
-
-def main() -> int:
-    """Command-line entry."""
+def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", choices=sorted(TARGETS))
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", action="store_true", help="write new-coverage inputs into the corpus")
-    p.add_argument("--replay", default=None, help="run one saved input and report")
-    p.add_argument("--atheris", action="store_true", help="use atheris/libFuzzer (pip install atheris)")
-    p.add_argument("rest", nargs="*", help="libFuzzer options after --")
-    args = p.parse_args()
-    target = TARGETS[args.target]
-    corpus_dir = CORPUS / args.target
-    if args.replay:
-        with open(args.replay, "rb") as f:
-            execute(target, f.read())
-        print("no failure")
-        return 0
-    if args.atheris:
-        import atheris  # type: ignore[import-not-found]
-
-        def one(data: bytes) -> None:
-            with contextlib.suppress(*target.allowed):
-                target.run(data)
-
-        atheris.Setup([sys.argv[0], str(corpus_dir), *args.rest], one)
-        atheris.Fuzz()
-        return 0
-    corpus = load_corpus(corpus_dir)
-    stats = fuzz(target, corpus, seconds=args.seconds, rng=np.random.default_rng(args.seed))
-    peak = replay(target, corpus + stats.new_inputs)
-    print(
-        f"{args.target}: {stats.execs} execs in {args.seconds:.0f} s, {stats.arcs} arcs, "
-        f"corpus {len(corpus)} → {stats.corpus}, peak traced memory {peak / 1e6:.1f} MB"
+    p.add_argument("target", choices=NAMES)
+    p.add_argument("--seconds", type=float, default=60.0, help="libFuzzer -max_total_time (default 60)")
+    p.add_argument(
+        "--save", action="store_true", help="fuzz in the committed corpus folder: keep what is new"
     )
-    if args.save:
-        for data in stats.new_inputs:
-            (corpus_dir / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+    p.add_argument("--replay", default=None, metavar="FILE", help="run one saved input and report")
+    p.add_argument("--replay-corpus", action="store_true", help="replay the committed corpus and exit")
+    # libFuzzer's own options follow "--"; argparse would try to match them to the positional.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:split])
+    args.rest = argv[split + 1 :]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    corpus_dir = FUZZ_DIR / "corpus" / args.target
+    if args.replay or args.replay_corpus:
+        from fuzz.replay import execute, load_corpus, replay
+        from fuzz.targets import TARGETS
+
+        target = TARGETS[args.target]
+        if args.replay:
+            execute(target, Path(args.replay).read_bytes())
+            print("no failure")
+        else:
+            peak = replay(target, load_corpus(corpus_dir))
+            print(f"{args.target}: corpus replayed, peak traced memory {peak / 1e6:.1f} MB")
+        return 0
+
+    import atheris  # type: ignore[import-not-found]
+
+    # Instrument the code under test: everything of ours imported from here on is rewritten with
+    # coverage counters and comparison hooks that libFuzzer reads.
+    with atheris.instrument_imports(include=list(INSTRUMENTED)):
+        from fuzz.targets import TARGETS
+    target = TARGETS[args.target]
+
+    def one(data: bytes) -> None:
+        with contextlib.suppress(*target.allowed):
+            target.run(data)
+
+    crashes = FUZZ_DIR / "crashes"
+    crashes.mkdir(exist_ok=True)
+    work = corpus_dir if args.save else Path(tempfile.mkdtemp(prefix=f"fuzz-{args.target}-"))
+    if not args.save:
+        shutil.copytree(corpus_dir, work, dirs_exist_ok=True)
+    libfuzzer = [
+        sys.argv[0],
+        str(work),
+        f"-max_total_time={max(1, round(args.seconds))}",
+        "-timeout=2",  # one input longer than 2 s is a hang
+        "-rss_limit_mb=2048",
+        "-max_len=16384",
+        f"-artifact_prefix={crashes}/{args.target}-",
+        "-print_final_stats=1",
+        *args.rest,
+    ]
+    atheris.Setup(libfuzzer, one)
+    atheris.Fuzz()  # libFuzzer exits the process when the time is up
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -203,7 +204,8 @@ from firmware_bridge.adapters import setpoint_to_mavlink
 from firmware_bridge.mavlink_codec import MavlinkEncoder
 from firmware_bridge.types import Autopilot, Signal, VehicleState, VelocityNedYawRate
 imported = time.perf_counter()
-bundle = load_bundle(sys.argv[1])
+public_key = bytes.fromhex(sys.argv[3]) if len(sys.argv) > 3 else None  # signed: as `run --public-key`
+bundle = load_bundle(sys.argv[1], public_key=public_key)
 mission = load_mission(sys.argv[2])
 core = build_agent(policy=PolicyRunner(bundle), manifest=bundle.manifest, mission=mission)
 now = 10**9
@@ -283,7 +285,9 @@ def measure_startup(bundle: Path, mission: Path, runs: int = 3) -> dict[str, Any
     bytecode (``PYTHONDONTWRITEBYTECODE``, as in the development container) every edge_agent and
     firmware_bridge module is compiled from source at each start; ``cold_start_bytecode_cached_s``
     is the same probe with the bytecode cached (in a temporary ``PYTHONPYCACHEPREFIX``), which is
-    what a pip-installed runtime sees.
+    what a pip-installed runtime sees. ``signed`` is the probe on a signed copy of the bundle with
+    the public key given, as ``edge-agent run --public-key`` starts (Ed25519 verification loads
+    OpenSSL through ``cryptography``; an unsigned start does not).
     """
     runtime = _median_probe(_PROBE, str(bundle), str(mission), runs=runs)
     out: dict[str, Any] = {
@@ -312,7 +316,25 @@ def measure_startup(bundle: Path, mission: Path, runs: int = 3) -> dict[str, Any
         }
     except BenchError as exc:
         out["import_torch"] = skipped(str(exc))
+    out["signed"] = _measure_signed_startup(bundle, mission, runs)
     return out
+
+
+def _measure_signed_startup(bundle: Path, mission: Path, runs: int) -> dict[str, Any]:
+    """The same probe on a signed copy of the bundle with the public key given (``run --public-key``)."""
+    from edge_agent.bundle import ed25519_public_key, sign_bundle
+
+    secret = bytes(range(32))  # a throwaway key: only the cost of verification is measured
+    with tempfile.TemporaryDirectory(prefix="ea-signed-") as tmp:
+        signed = Path(shutil.copytree(bundle, Path(tmp) / "bundle"))
+        sign_bundle(signed, secret)
+        probe = _median_probe(_PROBE, str(signed), str(mission), ed25519_public_key(secret).hex(), runs=runs)
+    return {
+        "cold_start_s": probe["ready_s"],
+        "cold_start_runs_s": probe["ready_s_all"],
+        "load_to_first_setpoint_s": probe["load_to_setpoint_s"],
+        "rss_at_first_setpoint_mib": probe["rss_kib"] / 1024.0,
+    }
 
 
 __all__ = ["BenchError", "measure_loop", "measure_startup", "rss_kib", "start_sitl"]

@@ -64,6 +64,7 @@ def write_flight(
     shield: bool = True,
     certificate: dict[str, Any] | None = None,
     finish: str | None = "mission complete",
+    header: dict[str, Any] | None = None,
 ) -> Path:
     """A flight log through the real writer; ``miss`` [T] (1 miss, 0 covered, NaN unscored)."""
     t = len(pos_ned_m)
@@ -77,7 +78,7 @@ def write_flight(
     scored = np.isfinite(miss)
     n_scored = np.cumsum(scored)
     n_miss = np.cumsum(np.where(scored, miss, 0.0))
-    with FlightLog(path, _header(shield=shield, certificate=certificate)) as log:
+    with FlightLog(path, {**_header(shield=shield, certificate=certificate), **(header or {})}) as log:
         log.event(0.0, "connected", autopilot="PX4", mode="POSCTL")
         for i in range(t):
             log.write(
@@ -319,3 +320,34 @@ def test_comparing_a_log_with_itself_is_refused(tmp_path: Path) -> None:
     args = argparse.Namespace(log=log, compare=log, out=None)
     with pytest.raises(ConfigError, match=re.escape("is the same log as LOG; pass a different flight's log")):
         report_run(args)
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_hostile_log_header_is_escaped_in_the_page(tmp_path: Path) -> None:
+    # Every string a flight log carries into the page: header fields, certificate fields, the end
+    # reason, the log's own file name. The template autoescapes all of them.
+    cert = {"epsilon": 1e-3, "k": HOSTILE, "n": '"><img src=x onerror=alert(2)>', "beta": 1e-6}
+    log = write_flight(
+        tmp_path / "<b onmouseover=alert(3)>.eal",
+        _line((-20.0, -20.0, -10.0), (20.0, 20.0, -10.0), 30),
+        certificate=cert,
+        finish="</td></tr></table><script>alert(4)</script>",
+        header={"bundle": HOSTILE, "autopilot": "<iframe src=//evil>", "link": "udp://'onload='alert(5)"},
+    )
+    page = write_report(log, tmp_path / "rep").html_path.read_text(encoding="utf-8")
+    for raw in (
+        HOSTILE,
+        "<img src=x",
+        "<b onmouseover",
+        "</td></tr></table><script>",
+        "<iframe",
+        "'onload='",
+    ):
+        assert raw not in page, raw
+    assert "<script" not in page and "<iframe" not in page
+    assert "bundle &lt;script&gt;alert(1)&lt;/script&gt; · autopilot &lt;iframe src=//evil&gt;" in page
+    assert "k = &lt;script&gt;alert(1)&lt;/script&gt; failures in N = &#34;&gt;&lt;img src=x" in page
+    assert "&lt;b onmouseover=alert(3)&gt;.eal: shield ON" in page
+    assert "link udp://&#39;onload=&#39;alert(5)" in page

@@ -1,4 +1,5 @@
-"""Offline statistics: Clopper–Pearson against scipy, split conformal, coverage band, CVaR."""
+"""Offline statistics: Clopper–Pearson (scipy) against an independent incomplete beta, split conformal,
+coverage band, CVaR."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+import reference_beta as ref_beta
 from scipy import stats as sps
 
 from calib.stats import (
@@ -32,16 +34,18 @@ def _k_grid(n: int) -> list[int]:
 
 
 @pytest.mark.parametrize("n", N_GRID)
-def test_clopper_pearson_equals_scipy(n: int) -> None:
+def test_clopper_pearson_equals_the_independent_reference(n: int) -> None:
     for k in _k_grid(n):
         for beta in BETA_GRID:
             mine = clopper_pearson_upper(k, n, beta)
+            # the hand-written incomplete beta (tests/calib/reference_beta.py): two computations
+            # that share nothing; ~1e-9 relative is the reference's own accuracy at N = 1e6
+            assert mine == pytest.approx(ref_beta.clopper_pearson_upper(k, n, beta), rel=1e-9, abs=1e-15)
+            # the scipy call is wired to the right tail and arguments: scipy.stats's own beta
             ref = 1.0 if k == n else float(sps.beta.ppf(1.0 - beta, k + 1, n - k))
             assert abs(mine - ref) <= 1e-9, (k, n, beta, mine, ref)
-            # relative agreement too, where the bound is tiny (k = 0, N = 1e6)
             if k < n:
-                ref_isf = float(sps.beta.isf(beta, k + 1, n - k))
-                assert mine == pytest.approx(ref_isf, rel=1e-9), (k, n, beta)
+                assert mine == pytest.approx(float(sps.beta.isf(beta, k + 1, n - k)), rel=1e-12), (k, n, beta)
 
 
 def test_clopper_pearson_closed_forms_and_monotonicity() -> None:
@@ -54,16 +58,27 @@ def test_clopper_pearson_closed_forms_and_monotonicity() -> None:
     assert clopper_pearson_upper(5, 1000, 0.05) > 5 / 1000
 
 
-def test_incomplete_beta_against_scipy() -> None:
-    # rel 1e-12 for moderate a, b; for a, b ~ 1e6 lgamma's cancellation leaves ~1e-10 (see stats.py),
-    # which still moves a Clopper–Pearson bound by only ~1e-13 absolute.
+def test_incomplete_beta_against_the_independent_reference() -> None:
+    # rel 1e-12 for moderate a, b; for a, b ~ 1e6 the reference's lgamma cancellation leaves ~1e-10
+    # (see reference_beta.py), which still moves a Clopper–Pearson bound by only ~1e-13 absolute.
     cases = [(0.5, 0.5, 0.3, 1e-12), (3.0, 900.0, 0.001, 1e-12), (2.0, 7.0, 0.9, 1e-12)]
     cases += [(5e5, 5e5, 0.5005, 1e-9), (1.0, 1e6, 1e-6, 1e-9)]
     for a, b, x, rel in cases:
         lower, upper = betainc_pair(a, b, x)
-        assert lower == pytest.approx(float(sps.beta.cdf(x, a, b)), rel=rel, abs=1e-300)
-        assert upper == pytest.approx(float(sps.beta.sf(x, a, b)), rel=rel, abs=1e-300)
-    assert beta_ppf(0.3, 2.0, 5.0) == pytest.approx(float(sps.beta.ppf(0.3, 2.0, 5.0)), rel=1e-12)
+        ref_lower, ref_upper = ref_beta.betainc_pair(a, b, x)
+        assert lower == pytest.approx(ref_lower, rel=rel, abs=1e-300)
+        assert upper == pytest.approx(ref_upper, rel=rel, abs=1e-300)
+        assert lower == pytest.approx(float(sps.beta.cdf(x, a, b)), rel=1e-14, abs=1e-300)
+    for p, a, b in [(0.3, 2.0, 5.0), (1e-9, 3.0, 900.0), (0.999, 0.5, 0.5), (1e-6, 11.0, 13_799.0)]:
+        assert beta_ppf(p, a, b) == pytest.approx(ref_beta.beta_ppf(p, a, b), rel=1e-12)
+        assert beta_ppf(p, a, b, upper_tail=True) == pytest.approx(
+            ref_beta.beta_ppf(p, a, b, upper_tail=True), rel=1e-12
+        )
+    # a tiny upper tail keeps its digits (solved on that tail, not as 1 − (1 − p))
+    assert beta_ppf(1e-12, 1.0, 1.0, upper_tail=False) == pytest.approx(1e-12, rel=1e-14)
+    assert beta_ppf(1e-12, 2.0, 3.0, upper_tail=True) == pytest.approx(
+        ref_beta.beta_ppf(1e-12, 2.0, 3.0, upper_tail=True), rel=1e-12
+    )
 
 
 def test_episodes_needed_matches_reference() -> None:
@@ -170,6 +185,13 @@ def test_heldout_band_is_the_beta_binomial_and_holds_in_simulation() -> None:
     assert 0.87 < inside < 0.97  # ≥ 90 % by construction (discrete quantiles), not far above
     with pytest.raises(CalibrationError, match="at least 1"):
         heldout_coverage_band(n, alpha, 0)
+
+
+def test_heldout_band_at_an_exact_tie_takes_the_smaller_count() -> None:
+    # n = 19, α = 0.05: k = 19, so one held-out score is covered with probability 19/20 and
+    # P(X ≤ 0) = 0.05 exactly; the 5 % quantile is therefore 0. The hand-written Beta-Binomial
+    # (before scipy) rounded P(X ≤ 0) below 0.05 and answered 1.
+    assert heldout_coverage_band(19, 0.05, 1) == (0.0, 1.0)
 
 
 # ---------------------------------------------------------------- CVaR

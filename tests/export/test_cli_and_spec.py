@@ -60,7 +60,11 @@ def test_spec_loads_from_toml(tmp_path: Path) -> None:
         ),
         (("low = [-3.0, -2.0, -1.0, -0.5]", "low = [-3.0, -2.0]"), "has 4 elements but the spec gives 2 low"),
         (('kind = "velocity_ned_yaw_rate"', 'kind = "velocity"'), "action kind 'velocity' is not known"),
-        (("control_rate_hz = 40", "control_rate = 40"), "unknown key(s) ['control_rate']"),
+        (
+            ("control_rate_hz = 40", "control_rate = 40"),
+            "[spec] has unknown key(s) 'control_rate'; allowed here: action, control_rate_hz, module_output, "
+            "observation, recurrent_cell, recurrent_state_size (a typo?)",
+        ),
         (("clip = [-10.0, 10.0]", "clip = [10.0, -10.0]"), "needs finite clip bounds with low < high"),
         (("clip_lo = [-4.0, -4.0, -4.0]", "clip_lo = [-4.0, -4.0]"), "has 3 elements but its clip has 2 low"),
     ],

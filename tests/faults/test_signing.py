@@ -1,4 +1,4 @@
-"""Bundle signing (ed25519) and MAVLink signing end to end with the SITL."""
+"""Bundle signing (Ed25519 on `cryptography`), typed key files, and MAVLink signing end to end with the SITL."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_garbled_signature_file_and_key_files_are_named(bundle: Path, tmp_path: 
     ):
         load_bundle(bundle, public_key=ed25519_public_key(SECRET))
     short = tmp_path / "short.pub"
-    short.write_text("abcd\n")
+    short.write_text("edge-agent ed25519 public key v1\nabcd\n")
     with pytest.raises(
         BundleSignatureError, match=re.escape(f"the public key in {str(short)!r} has 2 bytes, not 32")
     ):
