@@ -133,9 +133,9 @@ def one_kill(
     while not _activated(log):
         if proc.poll() is not None or time.monotonic() > deadline:
             fw.ns.stop(proc)  # type: ignore[union-attr]
-            err = (workdir / f"kill{trial:03d}.err").read_text(errors="replace")[-500:]
+            said = (workdir / f"kill{trial:03d}.err").read_text(errors="replace")[-500:]
             return Kill(trial, bundle.name, delay_s, math.nan, math.nan, math.nan, math.nan, math.nan, {}, False,
-                        note=f"the agent never flew the policy: {err.strip()}")  # fmt: skip
+                        note=f"the agent never flew the policy: {said.strip()}")  # fmt: skip
         time.sleep(0.1)
     time.sleep(delay_s)
     if proc.poll() is not None:
