@@ -90,6 +90,43 @@ def _activated(log: Path) -> bool:
         return False
 
 
+_STARTS_NE_M = ((-15.0, -15.0), (-15.0, 10.0), (10.0, -15.0), (0.0, -10.0), (-10.0, 0.0), (-20.0, 20.0))
+"""Where trials start: clear of the demo's fence bands and zones, so each kill can come at speed (a
+vehicle the adversary left in a margin band cannot leave it under the shield: every command there
+is uncertifiable while noise says it approaches, so the next agent's fallback would land it)."""
+
+
+def reposition(observer: Observer, target_ned_m: tuple[float, float, float], timeout_s: float = 30.0) -> bool:
+    """Fly the vehicle to ``target_ned_m`` through the autopilot itself (position setpoints on the
+    second link, PX4 OFFBOARD / ArduCopter GUIDED) between trials; True when it got there."""
+    v = observer.vehicle
+    mav = observer.mav
+    mode = (1, 6) if v.kind == "px4" else (1, 4)  # PX4 main mode OFFBOARD; ArduCopter GUIDED
+    start = time.monotonic()
+    near_since: float | None = None
+    next_mode = start + 0.5
+    while time.monotonic() - start < timeout_s:
+        observer.send(
+            mav.set_position_target_local_ned_encode(
+                0, v.sysid, 1, 1, 3576, *target_ned_m, 0, 0, 0, 0, 0, 0, 0, 0
+            )
+        )
+        if time.monotonic() >= next_mode:
+            observer.send(
+                mav.command_long_encode(v.sysid, 1, 176, 0, float(mode[0]), float(mode[1]), 0, 0, 0, 0, 0)
+            )
+            next_mode = time.monotonic() + 1.0
+        pos = observer.track.positions(time.time() - 0.3)
+        if len(pos) and np.linalg.norm(pos[-1] - np.asarray(target_ned_m)) < 1.5:
+            near_since = near_since or time.monotonic()
+            if time.monotonic() - near_since > 1.0:
+                return True
+        else:
+            near_since = None
+        time.sleep(0.1)
+    return False
+
+
 def _last_setpoint_speed(log: Path) -> float:
     """Horizontal speed of the last setpoint the agent logged (NaN if none)."""
     last = math.nan
@@ -198,7 +235,13 @@ def campaign(kind: str, kills: int, bundles: Path, out: Path, seed: int, watch_s
         hold_s = mission.autopilot.silence_hold_s
         for trial in range(kills):
             bundle = bundles / ("adversary" if trial % 2 == 0 else "goal_seeker")
-            delay = float(rng.uniform(1.0, 10.0))
+            # The adversary is at full speed toward a zone or the fence in its first seconds (later the
+            # shield has it parked at a band); the goal seeker anywhere along its route.
+            delay = float(rng.uniform(0.5, 5.0) if trial % 2 == 0 else rng.uniform(1.0, 10.0))
+            pos = observer.track.positions(time.time() - 1.0)
+            if trial and len(pos) and -pos[-1, 2] > 3.0:  # airborne: start from somewhere clear
+                start_ne = _STARTS_NE_M[int(rng.integers(len(_STARTS_NE_M)))]
+                reposition(observer, (start_ne[0], start_ne[1], -10.0))
             k = one_kill(fw, observer, mission, bundle, trial, delay, workdir,
                          hold_s=hold_s, brake_m_s2=mission.autopilot.brake_decel_m_s2, watch_s=watch_s)  # fmt: skip
             results.append(k)

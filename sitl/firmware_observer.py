@@ -7,9 +7,11 @@ STATUSTEXT), recorded by a thread whose socket lives in the firmware's network n
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pymavlink.dialects.v20 import common as mavlink2
@@ -51,6 +53,11 @@ class Observer:
         self.fw, self.vehicle, self.track = fw, vehicle, Track()
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._peer: tuple[str, int] | None = None
+        self.mav = mavlink2.MAVLink(None, srcSystem=250, srcComponent=190)
+        """Encoder for :meth:`send` (a ground station's ids, 250/190)."""
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -61,6 +68,9 @@ class Observer:
             sock.settimeout(0.2)
             mav = mavlink2.MAVLink(None, srcSystem=250, srcComponent=190)
             mav.robust_parsing = True
+            self._sock = sock
+            if self.vehicle.kind == "px4":  # PX4's GCS link listens on 18570 + instance
+                self._peer = ("127.0.0.1", 18570 + self.vehicle.instance)
             self._ready.set()
             next_ask = 0.0
             while not self._stop.is_set():
@@ -71,7 +81,7 @@ class Observer:
                         msg = mav.command_long_encode(
                             self.vehicle.sysid, 1, 511, 0, msgid, 1e6 / hz, 0, 0, 0, 0, 0
                         )
-                        sock.send(msg.pack(mav))
+                        self.send(msg)
                     next_ask = now + 5.0
                 try:
                     data = sock.recv(65536)
@@ -96,6 +106,18 @@ class Observer:
                         self.track.landed_state.append((now, m.landed_state))
                     elif kind == "STATUSTEXT":
                         self.track.texts.append(m.text)
+
+    def send(self, msg: Any) -> None:
+        """Send one MAVLink message to the vehicle on the second link (from any thread)."""
+        sock = self._sock
+        if sock is None:
+            return
+        with self._send_lock:
+            data = msg.pack(self.mav)
+            if self._peer is None:
+                sock.send(data)
+            else:
+                sock.sendto(data, self._peer)
 
     def stop(self) -> Track:
         """End the recording; the track so far."""
