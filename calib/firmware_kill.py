@@ -222,15 +222,24 @@ def one_kill(
     )
 
 
-def campaign(kind: str, kills: int, bundles: Path, out: Path, seed: int, watch_s: float) -> dict[str, Any]:
-    """Run ``kills`` trials on one real ``kind`` vehicle; the JSON-able result."""
+def campaign(
+    kind: str,
+    kills: int,
+    bundles: Path,
+    out: Path,
+    seed: int,
+    watch_s: float,
+    boot_speedup: float | None = None,
+) -> dict[str, Any]:
+    """Run ``kills`` trials on one real ``kind`` vehicle; the JSON-able result. ``boot_speedup``:
+    ArduCopter boots that much faster, then flies in real time (sitl.firmware.FirmwareSitl)."""
     rng = np.random.default_rng(seed)
     mission = load_mission(MISSIONS[kind])
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = out.parent / f"{out.stem}_work"
     workdir.mkdir(exist_ok=True)
     results: list[Kill] = []
-    with FirmwareSitl(kind, workdir=workdir / "fw") as fw:
+    with FirmwareSitl(kind, workdir=workdir / "fw", boot_speedup=boot_speedup) as fw:
         observer = Observer(fw, fw.vehicles[0])
         hold_s = mission.autopilot.silence_hold_s
         for trial in range(kills):
@@ -297,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="JSON result (the flight logs go beside it)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--watch", type=float, default=10.0, help="seconds watched after each kill (default 10)")
+    p.add_argument(
+        "--boot-speedup", type=float, default=None, help="ArduCopter: boot this much faster, fly at 1x"
+    )
     args = p.parse_args(argv)
     if args.kills < 1:
         p.error(f"--kills must be >= 1, got {args.kills}")
-    s = campaign(args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch)
+    s = campaign(args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch, args.boot_speedup)
     ratio = np.asarray(s["travel_over_model"])
     print(
         f"{args.firmware}: {s['breaches']} breaches in {s['kills']} kills ({s['not_flown']} not flown): "

@@ -113,6 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     real.add_argument(
         "--speedup", type=float, default=1.0, help="ArduCopter only: times faster than real time (default 1)"
     )
+    real.add_argument(
+        "--boot-speedup",
+        type=float,
+        default=None,
+        help="ArduCopter only: boot this many times faster (its EKF's ~40 s in a few), then run at --speedup",
+    )
     real.add_argument("--workdir", default=None, help="where the firmware writes (default: a scratch folder)")
     real.add_argument("--home", default=None, help="LAT,LON,ALT_AMSL_M of home (default: the firmware's)")
     real.add_argument("command", nargs=argparse.REMAINDER, help="with --firmware: a command to run beside it")

@@ -142,7 +142,9 @@ class FirmwareSitl:
     """Start ``n`` vehicles of real firmware in one private namespace; a context manager.
 
     ``params`` are set at boot (PX4: ``PX4_PARAM_*`` in the environment; ArduCopter: an extra
-    defaults file). ``speedup`` > 1 runs ArduCopter faster than real time (lock-step); PX4 SIH
+    defaults file). ``speedup`` > 1 runs ArduCopter faster than real time (lock-step); with
+    ``boot_speedup`` it boots at that pace and is set back to ``speedup`` once its estimator has an
+    origin (the cold boot's ~40 s in a few seconds; the flight at the requested pace). PX4 SIH
     always runs in real time here. ``home`` is (lat, lon, alt_amsl_m).
     """
 
@@ -155,6 +157,7 @@ class FirmwareSitl:
         workdir: str | os.PathLike[str] | None = None,
         params: Mapping[str, float] | None = None,
         speedup: float = 1.0,
+        boot_speedup: float | None = None,
         home: tuple[float, float, float] | None = None,
         heartbeat_timeout_s: float = 60.0,
     ) -> None:
@@ -164,13 +167,16 @@ class FirmwareSitl:
             raise ValueError("PX4 SITL gives each of at most 10 instances its own offboard port")
         if not speedup > 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
-        if kind == "px4" and speedup != 1.0:
+        if kind == "px4" and (speedup != 1.0 or boot_speedup is not None):
             raise ValueError("PX4 SIH runs in real time here; --speedup applies to ArduCopter only")
+        if boot_speedup is not None and not boot_speedup >= speedup:
+            raise ValueError(f"boot_speedup must be >= speedup ({speedup}), got {boot_speedup}")
         self.kind = kind
         self.binary = firmware_binary(kind, firmware_dir)
         self.n = n
         self.params = dict(params or {})
         self.speedup = speedup
+        self.boot_speedup = boot_speedup
         self.home = home
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._own_workdir = workdir is None
@@ -193,6 +199,9 @@ class FirmwareSitl:
             for i in instances:
                 self.vehicles.append(self._launch(i))
             self._wait_heartbeats()
+            if self.boot_speedup is not None:
+                for v in self.vehicles:
+                    self._settle_to_speedup(v)
         except BaseException:
             self.close()
             raise
@@ -250,7 +259,7 @@ class FirmwareSitl:
                 "--model",
                 "+",
                 "--speedup",
-                _param_text(self.speedup),
+                _param_text(self.boot_speedup or self.speedup),
                 "--defaults",
                 ",".join(defaults),
                 "--serial0",
@@ -309,6 +318,44 @@ class FirmwareSitl:
             for msg in parser.parse_buffer(data) or []:
                 if msg.get_type() == "HEARTBEAT" and msg.get_srcComponent() == 1:
                     pending.pop(msg.get_srcSystem(), None)
+
+    def _settle_to_speedup(self, v: FirmwareVehicle) -> None:
+        """ArduCopter booted at ``boot_speedup``: once its EKF has an origin (LOCAL_POSITION_NED
+        flows), set SIM_SPEEDUP back to ``speedup`` and wait for the vehicle to confirm it. The
+        ~40 s of estimator convergence pass in a few seconds; everything flown after is at the
+        requested pace (honest for the shield, whose timing is wall-clock)."""
+        mav = mavlink2.MAVLink(None, srcSystem=250, srcComponent=190)
+        parser = mavlink2.MAVLink(None)
+        parser.robust_parsing = True
+        deadline = time.monotonic() + self.heartbeat_timeout_s
+        with self.observer_socket(v) as sock:
+            sock.settimeout(0.2)
+            have_position = confirmed = False
+            next_send = 0.0
+            while not confirmed:
+                if time.monotonic() > deadline:
+                    raise FirmwareError(
+                        f"ArduCopter instance {v.instance} booted at --speedup {self.boot_speedup} did not "
+                        f"{'confirm SIM_SPEEDUP' if have_position else 'stream LOCAL_POSITION_NED'} in time:\n"
+                        f"{v.log_tail()}"
+                    )
+                if time.monotonic() >= next_send:
+                    if not have_position:
+                        msg = mav.command_long_encode(v.sysid, 1, 511, 0, 32, 1e5, 0, 0, 0, 0, 0)
+                    else:
+                        msg = mav.param_set_encode(v.sysid, 1, b"SIM_SPEEDUP", float(self.speedup), 9)
+                    sock.send(msg.pack(mav))
+                    next_send = time.monotonic() + 0.5
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                for msg in parser.parse_buffer(data) or []:
+                    kind = msg.get_type()
+                    if kind == "LOCAL_POSITION_NED" and not have_position:
+                        have_position, next_send = True, 0.0
+                    elif kind == "PARAM_VALUE" and msg.param_id == "SIM_SPEEDUP" and have_position:
+                        confirmed = abs(msg.param_value - self.speedup) < 1e-6
 
     @contextlib.contextmanager
     def observer_socket(

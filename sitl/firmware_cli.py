@@ -52,6 +52,7 @@ def run_firmware(args: argparse.Namespace, params: dict[str, float]) -> int:
             workdir=args.workdir,
             params=params,
             speedup=args.speedup,
+            boot_speedup=args.boot_speedup,
             home=home,
         )
     except ValueError as exc:

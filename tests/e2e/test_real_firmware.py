@@ -67,10 +67,13 @@ def fly(
     *extra: str,
     max_duration_s: float = 120.0,
     watch_after_s: float = 3.0,
+    cold: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], Track, dict, float]:
     """Fly ``bundle`` on the demo mission on real ``kind``; (agent's result, firmware's track,
     the agent's JSON summary, wall time the agent exited)."""
-    with FirmwareSitl(kind, workdir=tmp_path / "fw") as fw:
+    # ArduCopter boots at 10x (its EKF's ~40 s in ~4 s) and flies at 1x, unless the test is the cold boot.
+    fast = 10.0 if kind == "ardupilot" and not cold else None
+    with FirmwareSitl(kind, workdir=tmp_path / "fw", boot_speedup=fast) as fw:
         vehicle = fw.vehicles[0]
         observer = Observer(fw, vehicle)
         log = tmp_path / "flight.eal"
@@ -108,7 +111,7 @@ def test_demo_mission_on_real_firmware_completes_without_breach(
 ) -> None:
     need(kind)
     mission = load_mission(MISSIONS[kind])
-    result, track, summary, ended = fly(kind, demo_bundle, tmp_path)
+    result, track, summary, ended = fly(kind, demo_bundle, tmp_path, cold=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary.get("mission_complete") is True, (summary, result.stderr[-2000:])
     verdict = judge(
@@ -211,7 +214,15 @@ def test_agent_killed_in_flight_the_firmware_stops_outside(kind: str, bundles: P
     need(kind)
     from calib.firmware_kill import campaign
 
-    s = campaign(kind, 2, bundles, tmp_path / "kills.json", seed=3, watch_s=8.0)
+    s = campaign(
+        kind,
+        2,
+        bundles,
+        tmp_path / "kills.json",
+        seed=3,
+        watch_s=8.0,
+        boot_speedup=10.0 if kind == "ardupilot" else None,
+    )
     print(f"{kind}: {s['breaches']} breaches in {s['kills']} kills; closest {s['closest_m']}")
     assert s["kills"] == 2 and s["not_flown"] == 0, s["trials"]
     assert s["breaches"] == 0, s["trials"]
