@@ -290,26 +290,73 @@ def campaign(
     return summary
 
 
+def plot(results: list[Path], png: Path) -> None:
+    """Measured travel after each kill against what the silence model allows, per firmware, and the
+    closest approach after each kill."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6))
+    top = 1.0
+    for path, colour in zip(results, ("tab:blue", "tab:orange", "tab:green"), strict=False):
+        s = json.loads(path.read_text())
+        trials = [t for t in s["trials"] if not t["note"]]
+        model = np.array([t["model_travel_m"] for t in trials])
+        travel = np.array([t["travel_m"] for t in trials])
+        close = np.array(
+            [min(t["closest_m"].get("fence", np.inf), t["closest_m"].get("keep-out", np.inf)) for t in trials]
+        )
+        speed = np.array([t["speed_at_kill_m_s"] for t in trials])
+        label = f"{s['firmware']}: {s['breaches']} breaches in {s['kills']} kills, ε ≤ {s['epsilon']:.3f} (β {s['beta']})"
+        ax.scatter(model, travel, s=14, color=colour, label=label)
+        bx.scatter(speed, close, s=14, color=colour, label=s["firmware"])
+        top = max(top, float(np.nanmax(model)), float(np.nanmax(travel)))
+    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="travel = what the model allows")
+    ax.set_xlabel("silence model allows (m): v·T_hold + v²/(2·a_brake)")
+    ax.set_ylabel("travelled after the kill (m, firmware telemetry)")
+    ax.set_title("the agent SIGKILLed in flight: real firmware")
+    ax.legend(fontsize=7, loc="upper left")
+    bx.axhline(0.0, color="red", lw=1)
+    bx.set_xlabel("speed at the kill (m/s)")
+    bx.set_ylabel("closest approach after the kill (m; fence or keep-out)")
+    bx.set_title("0 = a breach; the margins are 1 m")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--firmware", choices=("px4", "ardupilot"), required=True)
+    p.add_argument("--firmware", choices=("px4", "ardupilot"))
+    p.add_argument(
+        "--plot", type=Path, nargs="+", default=None, metavar="JSON", help="draw these results, fly nothing"
+    )
+    p.add_argument("--png", type=Path, default=Path("docs/figures/firmware_kills.png"), help="with --plot")
     p.add_argument("--kills", type=int, default=50)
     p.add_argument(
         "--bundles",
         type=Path,
-        required=True,
         help="folder with adversary/ and goal_seeker/ (examples.scripted_policies)",
     )
-    p.add_argument("--out", type=Path, required=True, help="JSON result (the flight logs go beside it)")
+    p.add_argument("--out", type=Path, help="JSON result (the flight logs go beside it)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--watch", type=float, default=10.0, help="seconds watched after each kill (default 10)")
     p.add_argument(
         "--boot-speedup", type=float, default=None, help="ArduCopter: boot this much faster, fly at 1x"
     )
     args = p.parse_args(argv)
+    if args.plot:
+        plot(args.plot, args.png)
+        print(f"figure: {args.png}")
+        return 0
+    if args.firmware is None or args.bundles is None or args.out is None:
+        p.error("--firmware, --bundles and --out are required (or --plot JSON...)")
     if args.kills < 1:
         p.error(f"--kills must be >= 1, got {args.kills}")
     s = campaign(args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch, args.boot_speedup)
