@@ -239,7 +239,7 @@ def campaign(
     workdir = out.parent / f"{out.stem}_work"
     workdir.mkdir(exist_ok=True)
     results: list[Kill] = []
-    with FirmwareSitl(kind, workdir=workdir / "fw", boot_speedup=boot_speedup) as fw:
+    with FirmwareSitl(kind, workdir=workdir / "fw", boot_speedup=boot_speedup, params=params) as fw:
         observer = Observer(fw, fw.vehicles[0])
         hold_s = mission.autopilot.silence_hold_s
         for trial in range(kills):
@@ -269,6 +269,7 @@ def campaign(
     beta = 0.05
     summary = {
         "firmware": kind,
+        "params": dict(params or {}),
         "mission": str(MISSIONS[kind]),
         "kills": n,
         "not_flown": len(results) - n,
@@ -309,9 +310,13 @@ def plot(results: list[Path], png: Path) -> None:
             [min(t["closest_m"].get("fence", np.inf), t["closest_m"].get("keep-out", np.inf)) for t in trials]
         )
         speed = np.array([t["speed_at_kill_m_s"] for t in trials])
-        label = f"{s['firmware']}: {s['breaches']} breaches in {s['kills']} kills, ε ≤ {s['epsilon']:.3f} (β {s['beta']})"
+        setting = " ".join(f"{k}={v:g}" for k, v in s.get("params", {}).items())
+        label = (
+            f"{s['firmware']}{' ' + setting if setting else ''}: {s['breaches']} breaches in {s['kills']} kills, "
+            f"ε ≤ {s['epsilon']:.3f} (β {s['beta']})"
+        )
         ax.scatter(model, travel, s=14, color=colour, label=label)
-        bx.scatter(speed, close, s=14, color=colour, label=s["firmware"])
+        bx.scatter(speed, close, s=14, color=colour, label=f"{s['firmware']} {setting}".strip())
         top = max(top, float(np.nanmax(model)), float(np.nanmax(travel)))
     ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="travel = what the model allows")
     ax.set_xlabel("silence model allows (m): v·T_hold + v²/(2·a_brake)")
@@ -359,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--firmware, --bundles and --out are required (or --plot JSON...)")
     if args.kills < 1:
         p.error(f"--kills must be >= 1, got {args.kills}")
-    s = campaign(args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch, args.boot_speedup)
+    params = {k.strip().upper(): float(v) for k, _, v in (item.partition("=") for item in args.param)}
+    s = campaign(
+        args.firmware, args.kills, args.bundles, args.out, args.seed, args.watch, args.boot_speedup, params
+    )
     ratio = np.asarray(s["travel_over_model"])
     print(
         f"{args.firmware}: {s['breaches']} breaches in {s['kills']} kills ({s['not_flown']} not flown): "
