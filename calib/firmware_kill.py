@@ -230,9 +230,11 @@ def campaign(
     seed: int,
     watch_s: float,
     boot_speedup: float | None = None,
+    params: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run ``kills`` trials on one real ``kind`` vehicle; the JSON-able result. ``boot_speedup``:
-    ArduCopter boots that much faster, then flies in real time (sitl.firmware.FirmwareSitl)."""
+    ArduCopter boots that much faster, then flies in real time (sitl.firmware.FirmwareSitl);
+    ``params`` are set at boot."""
     rng = np.random.default_rng(seed)
     mission = load_mission(MISSIONS[kind])
     out.parent.mkdir(parents=True, exist_ok=True)
