@@ -371,6 +371,34 @@ class Runtime:
                 f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
             )
 
+    def check_failsafe(self) -> str | None:
+        """Warn (console, log, ground station) when the autopilot's own reaction to the agent falling
+        silent cannot hold the vehicle where the shield assumes it stops.
+
+        PX4's offboard-loss action COM_OBL_RC_ACT defaults to Position mode, which follows the
+        pilot's sticks; with no RC (COM_RC_IN_MODE joystick-only or none, as in SIH) it cannot run and
+        PX4 falls to a descent that holds zero *estimated* velocity, not a position. On real PX4 SIH
+        whose velocity estimate was biased by 0.2 m/s, the vehicle then drifted 1.9 m after a kill,
+        0.26 m into a keep-out (calib.firmware_kill, docs/safety.md). Hold (5) or Land (4) hold
+        position on the position estimate."""
+        p = self.state.params
+        if self.state.autopilot != Autopilot.PX4 or "COM_OBL_RC_ACT" not in p:
+            return None
+        action, rc_mode = int(p["COM_OBL_RC_ACT"]), int(p.get("COM_RC_IN_MODE", -1))
+        if action not in (0, 1, 2) or rc_mode not in (1, 4):
+            return None
+        name = {0: "Position", 1: "Altitude", 2: "Manual"}[action]
+        text = (
+            f"PX4 falls to {name} mode if the agent goes silent (COM_OBL_RC_ACT {action}) but has no RC "
+            f"(COM_RC_IN_MODE {rc_mode}): it cannot hold position there and drifts with its velocity "
+            f"estimate, beyond what the shield's silence model assumes; set COM_OBL_RC_ACT to 5 (Hold) or 4 (Land)"
+        )
+        print(f"edge-agent run: WARNING: {text}", file=sys.stderr, flush=True)
+        if self.log is not None:
+            self.log.event(self._t(), "failsafe_warning", detail=text)
+        self._gcs_text(_WARNING, "edge-agent: set COM_OBL_RC_ACT=5 (Hold)")
+        return text
+
     def check_vehicle(self) -> str | None:
         """Report (console, log, ground station) when the bundle's calibration is for another vehicle.
 
@@ -489,6 +517,7 @@ class Runtime:
             self.activate()
             self.climb()
             self.check_vehicle()
+            self.check_failsafe()
             self.core = self._build()
             self.policy.reset()
             self.log.event(self._t(), "activated", mode=self.state.mode)

@@ -94,6 +94,9 @@ PX4_FAILSAFE_PARAMS = ("COM_OF_LOSS_T", "COM_OBL_RC_ACT")
 ARDUPILOT_FAILSAFE_PARAMS = ("GUID_TIMEOUT",)
 """ArduPilot parameters read at connect: how long GUIDED keeps the last velocity target."""
 AIRFRAME_PARAMS = {Autopilot.PX4: ("SYS_AUTOSTART",), Autopilot.ARDUPILOT: ("FRAME_CLASS", "FRAME_TYPE")}
+OPTIONAL_PARAMS = {Autopilot.PX4: ("COM_RC_IN_MODE",)}
+"""Read at connect where the autopilot has them: whether PX4 expects a pilot's sticks (its
+offboard-loss mode may need them)."""
 """Read at connect too, where the autopilot has them (our emulator does not): which airframe this is,
 for the check that the bundle was calibrated on this vehicle (edge_agent.vehicle)."""
 
@@ -495,7 +498,9 @@ class MavlinkSession:
         for name in names:
             if name not in self.state.params:
                 self.request_param(name)
-        for name in AIRFRAME_PARAMS.get(self.state.autopilot, ()):
+        for name in AIRFRAME_PARAMS.get(self.state.autopilot, ()) + OPTIONAL_PARAMS.get(
+            self.state.autopilot, ()
+        ):
             if name not in self.state.params:
                 self.request_param(name, optional=True)
         self._next_timesync_ns = now_ns
