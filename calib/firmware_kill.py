@@ -203,6 +203,8 @@ def one_kill(
     mode0 = modes_before[-1][1] if modes_before else None
     changes = [m[0] - kill_t for m in track.modes if m[0] > kill_t and m[1] != mode0]
     close = distances(mission, pos)
+    before = distances(mission, track.positions(kill_t - 0.3, kill_t))
+    inside_already = [n for n, d in before.items() if d < 0]
     # The silence model: the last setpoint kept for T (the vehicle keeps accelerating toward it:
     # ArduCopter went 3.6 -> 5.0 m/s after a kill), then a brake. Bound it with the faster of the
     # speed and the last command the log kept (a kill -9 loses at most its last 0.1 s).
@@ -218,7 +220,10 @@ def one_kill(
         v * hold_s + v**2 / (2 * brake_m_s2),
         float(changes[0]) if changes else math.nan,
         close,
-        any(d < 0 for d in close.values()),
+        any(d < 0 for n, d in close.items() if n not in inside_already),
+        note=""
+        if not inside_already
+        else f"already inside {', '.join(inside_already)} at the kill (not counted)",
     )
 
 
@@ -274,7 +279,7 @@ def campaign(
         "params": dict(params or {}),
         "mission": str(MISSIONS[kind]),
         "kills": n,
-        "not_flown": len(results) - n,
+        "not_counted": len(results) - n,
         "breaches": failures,
         "beta": beta,
         "epsilon": clopper_pearson_upper(failures, n, beta) if n else math.nan,
@@ -357,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--boot-speedup", type=float, default=None, help="ArduCopter: boot this much faster, fly at 1x"
     )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="firmware parameter at boot (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.plot:
         plot(args.plot, args.png)
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ratio = np.asarray(s["travel_over_model"])
     print(
-        f"{args.firmware}: {s['breaches']} breaches in {s['kills']} kills ({s['not_flown']} not flown): "
+        f"{args.firmware}: {s['breaches']} breaches in {s['kills']} kills ({s['not_counted']} not counted): "
         f"ε ≤ {s['epsilon']:.4f} at β = {s['beta']}; closest {s['closest_m']}; travel / model "
         + (f"max {ratio.max():.2f}, median {np.median(ratio):.2f}" if ratio.size else "n/a")
     )
