@@ -797,8 +797,11 @@ class Autopilot:
         if item is None:
             if self.rules.family == "px4" and self.in_air:
                 self._enter(Mode.HOLD)  # PX4 loiters in AUTO.LOITER after the last item
-            elif self._flew:
+            elif self.in_air:
                 self._hold()
+            else:  # landed by the mission: stay down until the land detector disarms
+                pos = self.sim.pos_ned_m[0]
+                self._set(SetpointKind.POSITION, pos[0], pos[1], pos[2] + 1.0, self._hold_yaw_rad)
             return
         speed = plan.speed_m_s if plan.speed_m_s > 0 else self._cruise_m_s()
         radius = item.radius_m if item.radius_m > 0 else self._radius_m()

@@ -24,6 +24,7 @@ from firmware_bridge.errors import LinkError
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
 from sitl.custom_vehicle import make_custom_vehicle
 from sitl.disturbance import Battery, Disturbances, Faults
+from sitl.mavlink_telemetry import Home
 from sitl.mavlink_vehicle import make_vehicle
 from sitl.runner import DEFAULT_STEP_S, LockstepRunner, RealtimeRunner
 from sitl.sim import Sim
@@ -88,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="set an autopilot parameter at boot (repeatable), e.g. COM_OBL_RC_ACT=4",
     )
+    parser.add_argument(
+        "--home",
+        default=None,
+        metavar="LAT,LON,ALT",
+        help="home in degrees and m AMSL, e.g. 47.397742,8.545594,488 (default CMAC -35.3632621,149.1652374,584.09)",
+    )
     parser.add_argument("--sysid", type=int, default=1, help="MAVLink system id (default 1)")
     parser.add_argument(
         "--signing-key", default=None, help="MAVLink signing key, 64 hex digits (default: unsigned)"
@@ -136,6 +143,17 @@ def parse_wind(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def parse_home(text: str) -> Home:
+    """``"LAT,LON,ALT"`` (degrees, m AMSL) → a Home; SitlOptionError names the expected form."""
+    try:
+        lat, lon, alt = (float(p) for p in text.split(","))
+        return Home(lat, lon, alt)
+    except ValueError as exc:
+        raise SitlOptionError(
+            f"--home must be LAT,LON,ALT in degrees and m AMSL, e.g. 47.397742,8.545594,488; got {text!r} ({exc})"
+        ) from None
+
+
 def parse_params(items: list[str]) -> dict[str, float]:
     """``["NAME=VALUE", ...]`` → a dict; SitlOptionError names the bad item."""
     out: dict[str, float] = {}
@@ -167,6 +185,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             raise SitlOptionError("--signing-key must be 64 hex digits (a 32-byte key)")
         if args.flavor == "custom":
             raise SitlOptionError("--signing-key applies to MAVLink; the custom flavour has no signing")
+    home = parse_home(args.home) if getattr(args, "home", None) else Home()
     rng = np.random.default_rng(args.seed)
     if not args.battery_mah > 0:
         raise SitlOptionError(f"--battery-mah must be > 0, got {args.battery_mah}")
@@ -187,6 +206,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             sysid=args.sysid,
             signing_key=key,
             signing_epoch_s=clock(),
+            home=home,
         )
     except (KeyError, ValueError) as exc:
         raise SitlOptionError(f"{exc.args[0] if exc.args else exc}") from None
