@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +25,6 @@ from numpy.typing import NDArray
 from firmware_bridge.frames import yaw_from_quat
 from firmware_bridge.types import LandedState
 from sitl.autopilot_rules import (
-    _BATT_ACT_ARDUPILOT,
     ARDUPILOT_RULES,
     CUSTOM_RULES,
     GUIDED_KI,
@@ -41,8 +40,11 @@ from sitl.autopilot_rules import (
     Severity,
     StatusText,
     Target,
+    battery_stages,
+    fence_limits,
     with_params,
 )
+from sitl.control import VelocityShaper as _Shaper
 from sitl.mission import MissionPlan, NavItem, NavKind
 from sitl.sim import SetpointKind, Sim
 
@@ -62,36 +64,6 @@ class CommandReply:
     texts: tuple[StatusText, ...] = ()
     texts_after: bool = False
     """True when the texts follow the ACK on the wire instead of preceding it."""
-
-
-@dataclass(slots=True)
-class _Shaper:
-    """Jerk- and acceleration-limited tracking of a velocity target (ArduPilot's input shaping)."""
-
-    accel_max_m_s2: float
-    jerk_max_m_s3: float
-    vel_m_s: F64 = field(default_factory=lambda: np.zeros(3))
-    acc_m_s2: F64 = field(default_factory=lambda: np.zeros(3))
-
-    def reset(self, vel_m_s: F64) -> None:
-        self.vel_m_s = np.array(vel_m_s, dtype=np.float64)
-        self.acc_m_s2 = np.zeros(3)
-
-    def update(self, target_m_s: F64, dt_s: float) -> F64:
-        err = target_m_s - self.vel_m_s
-        # sqrt controller: the largest acceleration from which the jerk limit still stops at the
-        # target without overshoot; the braking profile of AC_PosControl has the same shape.
-        acc_des = np.sign(err) * np.minimum(
-            self.accel_max_m_s2, np.sqrt(2.0 * self.jerk_max_m_s3 * np.abs(err))
-        )
-        step = self.jerk_max_m_s3 * dt_s
-        self.acc_m_s2 = self.acc_m_s2 + np.clip(acc_des - self.acc_m_s2, -step, step)
-        self.vel_m_s = self.vel_m_s + self.acc_m_s2 * dt_s
-        # snap to the target once within one jerk step so that a zero target is exactly zero
-        close = np.abs(target_m_s - self.vel_m_s) < step * dt_s
-        self.vel_m_s = np.where(close, target_m_s, self.vel_m_s)
-        self.acc_m_s2 = np.where(close, 0.0, self.acc_m_s2)
-        return self.vel_m_s
 
 
 class Autopilot:
@@ -534,37 +506,7 @@ class Autopilot:
 
     def _check_battery(self) -> None:
         frac = float(self.sim.battery_frac[0])
-        if self.rules.family == "px4":
-            low, crit, emerg = (
-                self.param("BAT_LOW_THR"),
-                self.param("BAT_CRIT_THR"),
-                self.param("BAT_EMERGEN_THR"),
-            )
-            act = int(self.param("COM_LOW_BAT_ACT"))
-            stages = [
-                (low, Action.WARN, "Low battery level, return advised"),
-                (
-                    crit,
-                    {0: Action.WARN, 2: Action.LAND, 3: Action.RETURN}.get(act, Action.WARN),
-                    "Critical battery level, executing failsafe",
-                ),
-                (emerg, Action.LAND if act in (2, 3) else Action.WARN, "Emergency battery level, landing"),
-            ]
-        else:
-            cap = self.param("BATT_CAPACITY")
-            low_mah, crt_mah = self.param("BATT_LOW_MAH"), self.param("BATT_CRT_MAH")
-            stages = [
-                (
-                    low_mah / cap if cap > 0 and low_mah > 0 else -1.0,
-                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_LOW_ACT")), Action.NONE),
-                    "Battery 1 is low",
-                ),
-                (
-                    crt_mah / cap if cap > 0 and crt_mah > 0 else -1.0,
-                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_CRT_ACT")), Action.NONE),
-                    "Battery 1 is critical",
-                ),
-            ]
+        stages = battery_stages(self.rules, self.param)
         for i, (threshold, action, text) in enumerate(stages, start=1):
             if self._battery_stage < i and frac <= threshold:
                 self._battery_stage = i
@@ -574,18 +516,8 @@ class Autopilot:
                     if not (action is Action.RETURN and self.mode in (Mode.RTL, Mode.LAND)):
                         self._run_action(action)
 
-    def _fence(self) -> tuple[float, float, Action]:
-        """(horizontal radius m, max altitude m, action); 0 = that limit disabled."""
-        if self.rules.family == "px4":
-            action = self.rules.fence_action_codes.get(int(self.param("GF_ACTION")), Action.HOLD)
-            return self.param("GF_MAX_HOR_DIST"), self.param("GF_MAX_VER_DIST"), action
-        if self.param("FENCE_ENABLE") < 0.5:
-            return 0.0, 0.0, Action.NONE
-        action = self.rules.fence_action_codes.get(int(self.param("FENCE_ACTION")), Action.RETURN)
-        return self.param("FENCE_RADIUS"), self.param("FENCE_ALT_MAX"), action
-
     def _check_fence(self) -> None:
-        radius, alt_max, action = self._fence()
+        radius, alt_max, action = fence_limits(self.rules, self.param)
         if (radius <= 0 and alt_max <= 0) or action is Action.NONE:
             return
         rel = np.asarray(self.sim.pos_ned_m[0]) - self.home_ned_m

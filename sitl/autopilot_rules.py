@@ -9,7 +9,7 @@ against REFERENCE.md, ../shared/firmware/README.md and the real ArduCopter recor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
 
@@ -379,3 +379,48 @@ def with_params(rules: Rules, **defaults: float) -> Rules:
         raise KeyError(f"unknown parameters {unknown}; {rules.name} has {sorted(names)}")
     specs = tuple(replace(p, default=defaults.get(p.name, p.default)) for p in rules.params)
     return replace(rules, params=specs)
+
+
+def battery_stages(rules: Rules, param: Callable[[str], float]) -> list[tuple[float, Action, str]]:
+    """The battery failsafe's stages, mildest first: (remaining fraction at or below which it
+    fires, action, status text), from the firmware's parameters (-1 = stage disabled)."""
+    if rules.family == "px4":
+        act = int(param("COM_LOW_BAT_ACT"))
+        return [
+            (param("BAT_LOW_THR"), Action.WARN, "Low battery level, return advised"),
+            (
+                param("BAT_CRIT_THR"),
+                {0: Action.WARN, 2: Action.LAND, 3: Action.RETURN}.get(act, Action.WARN),
+                "Critical battery level, executing failsafe",
+            ),
+            (
+                param("BAT_EMERGEN_THR"),
+                Action.LAND if act in (2, 3) else Action.WARN,
+                "Emergency battery level, landing",
+            ),
+        ]
+    cap = param("BATT_CAPACITY")
+    low_mah, crt_mah = param("BATT_LOW_MAH"), param("BATT_CRT_MAH")
+    return [
+        (
+            low_mah / cap if cap > 0 and low_mah > 0 else -1.0,
+            _BATT_ACT_ARDUPILOT.get(int(param("BATT_FS_LOW_ACT")), Action.NONE),
+            "Battery 1 is low",
+        ),
+        (
+            crt_mah / cap if cap > 0 and crt_mah > 0 else -1.0,
+            _BATT_ACT_ARDUPILOT.get(int(param("BATT_FS_CRT_ACT")), Action.NONE),
+            "Battery 1 is critical",
+        ),
+    ]
+
+
+def fence_limits(rules: Rules, param: Callable[[str], float]) -> tuple[float, float, Action]:
+    """The autopilot's geofence: (horizontal radius m, max altitude m, action); 0 = that limit off."""
+    if rules.family == "px4":
+        action = rules.fence_action_codes.get(int(param("GF_ACTION")), Action.HOLD)
+        return param("GF_MAX_HOR_DIST"), param("GF_MAX_VER_DIST"), action
+    if param("FENCE_ENABLE") < 0.5:
+        return 0.0, 0.0, Action.NONE
+    action = rules.fence_action_codes.get(int(param("FENCE_ACTION")), Action.RETURN)
+    return param("FENCE_RADIUS"), param("FENCE_ALT_MAX"), action

@@ -36,6 +36,7 @@ from sitl.autopilot import (
     Target,
 )
 from sitl.autopilot_rules import SR_GROUPS
+from sitl.mavlink_streams import AP_STREAM_BY_ID, AP_STREAM_GROUPS, StreamSchedule, ftp_reply, next_deadline
 from sitl.mavlink_telemetry import STREAMABLE, Home, TelemetryEncoder, euler
 from sitl.mission_protocol import MissionProtocol
 from sitl.sim import Measurement, Sim
@@ -159,47 +160,7 @@ ARDUPILOT = FlavorSpec(
 
 FLAVORS = {Flavor.PX4: PX4, Flavor.ARDUPILOT: ARDUPILOT}
 
-#: ArduPilot's stream groups (ArduCopter/GCS_Mavlink.cpp ``STREAM_*_msgs``), by SRx_ suffix and
-#: MAV_DATA_STREAM id, with the members the emulator can send.
-AP_STREAM_GROUPS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "RAW_SENS": (
-        mavlink.MAV_DATA_STREAM_RAW_SENSORS,
-        (mavlink.MAVLINK_MSG_ID_RAW_IMU, mavlink.MAVLINK_MSG_ID_SCALED_PRESSURE),
-    ),
-    "EXT_STAT": (
-        mavlink.MAV_DATA_STREAM_EXTENDED_STATUS,
-        (
-            mavlink.MAVLINK_MSG_ID_SYS_STATUS,
-            mavlink.MAVLINK_MSG_ID_POWER_STATUS,
-            mavlink.MAVLINK_MSG_ID_MISSION_CURRENT,
-            mavlink.MAVLINK_MSG_ID_GPS_RAW_INT,
-        ),
-    ),
-    "RC_CHAN": (mavlink.MAV_DATA_STREAM_RC_CHANNELS, ()),
-    "RAW_CTRL": (mavlink.MAV_DATA_STREAM_RAW_CONTROLLER, ()),
-    "POSITION": (
-        mavlink.MAV_DATA_STREAM_POSITION,
-        (mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT, mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED),
-    ),
-    "EXTRA1": (mavlink.MAV_DATA_STREAM_EXTRA1, (mavlink.MAVLINK_MSG_ID_ATTITUDE,)),
-    "EXTRA2": (mavlink.MAV_DATA_STREAM_EXTRA2, (mavlink.MAVLINK_MSG_ID_VFR_HUD,)),
-    "EXTRA3": (
-        mavlink.MAV_DATA_STREAM_EXTRA3,
-        (
-            mavlink.MAVLINK_MSG_ID_SYSTEM_TIME,
-            mavlink.MAVLINK_MSG_ID_BATTERY_STATUS,
-            mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT,
-        ),
-    ),
-}
-_AP_STREAM_BY_ID = {stream_id: name for name, (stream_id, _) in AP_STREAM_GROUPS.items()}
 assert set(AP_STREAM_GROUPS) <= set(SR_GROUPS)
-
-# MAVLink FTP (FILE_TRANSFER_PROTOCOL payload): header offsets and the codes the NAK carries
-_FTP_ACK, _FTP_NAK = 128, 129
-_FTP_OPEN_OPS = (3, 4, 6, 11, 14, 15)  # ListDirectory, OpenFileRO, CreateFile, OpenFileWO, CRC32, BurstRead
-_FTP_SESSION_OPS = (1, 2)  # TerminateSession, ResetSessions
-_FTP_ERR_UNKNOWN_COMMAND, _FTP_ERR_FILE_NOT_FOUND = 7, 10
 
 _STREAMABLE = STREAMABLE
 _ON_REQUEST = (
@@ -293,13 +254,12 @@ class MavlinkVehicle:
 
     def _reset_streams(self) -> None:
         now = self.ap.sim.time_s
-        self._intervals_s: dict[int, float] = {m: 1.0 / hz for m, hz in self.spec.default_streams_hz.items()}
-        self._next_due_s: dict[int, float] = dict.fromkeys(self._intervals_s, now)
+        self.streams = StreamSchedule(self.spec.default_streams_hz, now)
         if self.spec.flavor is Flavor.ARDUPILOT:
             # ArduPilot reads its SRx_ stream rates once, when the link starts (GCS_MAVLINK::
             # initialise_message_intervals_from_streamrates); later PARAM_SETs apply at reboot
             for group in AP_STREAM_GROUPS:
-                self._set_stream_rate(group, self.ap.param(f"SR0_{group}"))
+                self.streams.set_group(group, self.ap.param(f"SR0_{group}"), now)
         self._next_heartbeat_s = now
         self._next_timesync_s = self.ap.boot_s + self.spec.timesync_period_s
         self._mode_events_seen = self.ap.mode_events
@@ -313,7 +273,7 @@ class MavlinkVehicle:
     @property
     def intervals_s(self) -> dict[int, float]:
         """Current stream intervals by message id (seconds)."""
-        return dict(self._intervals_s)
+        return self.streams.intervals_s
 
     # ------------------------------------------------------------------ I/O
     def receive(self, data: bytes, now_s: float) -> None:
@@ -357,18 +317,17 @@ class MavlinkVehicle:
         self._mode_events_seen = self.ap.mode_events
         if now >= self._next_heartbeat_s - 1e-9:
             self._send_heartbeat()
-            self._next_heartbeat_s = _next(self._next_heartbeat_s, 1.0, now)
+            self._next_heartbeat_s = next_deadline(self._next_heartbeat_s, 1.0, now)
         if now >= self._next_timesync_s - 1e-9:
             ns = self._now_ns()
             ts1 = ns + self.sysid if self.spec.flavor is Flavor.ARDUPILOT else ns
             self.mav.send(self.mav.timesync_encode(0, ts1))
-            self._next_timesync_s = _next(self._next_timesync_s, self.spec.timesync_period_s, now)
-        due = [m for m, t in self._next_due_s.items() if now >= t - 1e-9]
+            self._next_timesync_s = next_deadline(self._next_timesync_s, self.spec.timesync_period_s, now)
+        due = self.streams.take_due(now)
         if due:
             meas = self.ap.sim.measure()
             for msgid in due:
                 self._send_stream(msgid, meas)
-                self._next_due_s[msgid] = _next(self._next_due_s[msgid], self._intervals_s[msgid], now)
         out = bytes(self._sink.buf)
         self._sink.buf.clear()
         return out
@@ -648,47 +607,23 @@ class MavlinkVehicle:
         rate = rate_hz if start_stop == 1 else 0
         if stream_id == mavlink.MAV_DATA_STREAM_ALL:
             groups = list(AP_STREAM_GROUPS)
-        elif stream_id in _AP_STREAM_BY_ID:
-            groups = [_AP_STREAM_BY_ID[stream_id]]
+        elif stream_id in AP_STREAM_BY_ID:
+            groups = [AP_STREAM_BY_ID[stream_id]]
         else:
             return
         for group in groups:
             # the in-memory SRx_ value follows, as streamRates[i].set(freq) does (not saved)
             self.ap.set_param(f"SR0_{group}", rate)
-            self._set_stream_rate(group, rate)
-
-    def _set_stream_rate(self, group: str, rate_hz: float) -> None:
-        now = self.ap.sim.time_s
-        for msgid in AP_STREAM_GROUPS[group][1]:
-            if rate_hz > 0:
-                self._intervals_s[msgid] = 1.0 / min(float(rate_hz), 50.0)
-                self._next_due_s[msgid] = now
-            else:
-                self._intervals_s.pop(msgid, None)
-                self._next_due_s.pop(msgid, None)
+            self.streams.set_group(group, rate, self.ap.sim.time_s)
 
     def _ftp(self, msg: mavlink.MAVLink_message) -> None:
-        """MAVLink FTP: the emulator has no file system, so every request is NAKed at once.
-
-        Opening or listing anything is "file not found" (MAVProxy and QGroundControl then fetch
-        parameters with PARAM_REQUEST_LIST straight away); session resets are ACKed.
-        """
-        payload = bytes(msg.payload)
-        if len(payload) < 12:
-            return
-        seq = int.from_bytes(payload[0:2], "little")
-        session, opcode = payload[2], payload[3]
-        if opcode in _FTP_SESSION_OPS:
-            reply, data = _FTP_ACK, b""
-        else:
-            err = _FTP_ERR_FILE_NOT_FOUND if opcode in _FTP_OPEN_OPS else _FTP_ERR_UNKNOWN_COMMAND
-            reply, data = _FTP_NAK, bytes([err])
-        header = ((seq + 1) & 0xFFFF).to_bytes(2, "little") + bytes([session, reply, len(data), opcode, 0, 0])
-        body = header + payload[8:12] + data
-        out = list(body + bytes(251 - len(body)))
-        self.mav.send(
-            self.mav.file_transfer_protocol_encode(0, msg.get_srcSystem(), msg.get_srcComponent(), out)
-        )
+        reply = ftp_reply(bytes(msg.payload))
+        if reply is not None:
+            self.mav.send(
+                self.mav.file_transfer_protocol_encode(
+                    0, msg.get_srcSystem(), msg.get_srcComponent(), list(reply)
+                )
+            )
 
     def _set_interval(self, msgid: int, interval_us: float) -> MavResult:
         if msgid not in _STREAMABLE:
@@ -697,20 +632,11 @@ class MavlinkVehicle:
             return MavResult.DENIED
         now = self.ap.sim.time_s
         if interval_us < -0.5:
-            self._intervals_s.pop(msgid, None)
-            self._next_due_s.pop(msgid, None)
-            return MavResult.ACCEPTED
-        if interval_us < 0.5:
-            default_hz = self.spec.default_streams_hz.get(msgid)
-            if default_hz is None:
-                self._intervals_s.pop(msgid, None)
-                self._next_due_s.pop(msgid, None)
-                return MavResult.ACCEPTED
-            interval_s = 1.0 / default_hz
+            self.streams.stop(msgid)
+        elif interval_us < 0.5:
+            self.streams.set_default(msgid, now)
         else:
-            interval_s = max(interval_us * 1e-6, 0.001)
-        self._intervals_s[msgid] = interval_s
-        self._next_due_s[msgid] = now
+            self.streams.set(msgid, max(interval_us * 1e-6, 0.001), now)
         return MavResult.ACCEPTED
 
     def _param_read(self, msg: mavlink.MAVLink_message) -> None:
@@ -809,12 +735,6 @@ class MavlinkVehicle:
             return
         if not self.ap.external_setpoint(Target(kind, values, self.ap.sim.time_s)):
             self.counters.ignored_setpoints += 1
-
-
-def _next(due_s: float, interval_s: float, now_s: float) -> float:
-    """Next deadline on the fixed grid; if we fell behind by a whole interval, restart from now."""
-    nxt = due_s + interval_s
-    return nxt if nxt > now_s - 1e-9 else now_s + interval_s
 
 
 def _param_name(raw: bytes | str) -> str:
