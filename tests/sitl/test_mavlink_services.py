@@ -201,3 +201,79 @@ def test_ardupilot_mission_upload_download_fly_auto_with_reached_and_clear() -> 
         _upload(c, [items[0], (rel, M.MAV_CMD_NAV_SPLINE_WAYPOINT, 0, lat0, lon0, 5.0)])
         == M.MAV_MISSION_UNSUPPORTED
     )
+
+
+def test_px4_mission_start_flies_to_the_rtl_item_lands_and_an_empty_mission_is_refused() -> None:
+    c = Client(vehicle("px4", params={"RTL_RETURN_ALT": 6.0}))
+    c.run(1.2)
+    assert c.command(M.MAV_CMD_MISSION_START).result == M.MAV_RESULT_TEMPORARILY_REJECTED  # no mission
+    lat0, lon0 = -35.3632621, 149.1652374
+    east = 8.0 / (6378137.0 * math.cos(math.radians(lat0))) * 180 / math.pi
+    rel = M.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT
+    items = [
+        (rel, M.MAV_CMD_NAV_TAKEOFF, 0, lat0, lon0, 3.0),
+        (rel, M.MAV_CMD_NAV_WAYPOINT, 0, lat0, lon0 + east, 4.0),
+        (rel, M.MAV_CMD_NAV_RETURN_TO_LAUNCH, 0, 0, 0, 0),
+    ]
+    assert _upload(c, items) == M.MAV_MISSION_ACCEPTED
+    assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_ACCEPTED
+    assert c.command(M.MAV_CMD_MISSION_START).result == M.MAV_RESULT_ACCEPTED
+    c.run(1.5)
+    assert c.heartbeat().custom_mode == (4 << 16) | (4 << 24)  # AUTO.MISSION
+    states = []
+    for _ in range(80):
+        c.run(0.5)
+        states.append(c.of("MISSION_CURRENT")[-1][1].mission_state)
+        if not c.v.ap.armed:
+            break
+    assert [m.seq for _, m in c.of("MISSION_ITEM_REACHED")] == [0, 1, 2]
+    assert states[0] == 3 and states[-1] == 5  # active ... complete
+    assert max(-m.relative_alt for _, m in c.of("GLOBAL_POSITION_INT")) < 100  # never below home
+    assert max(m.relative_alt for _, m in c.of("GLOBAL_POSITION_INT")) == pytest.approx(6000, abs=700)
+    pos = c.v.ap.sim.pos_ned_m[0] - c.v.ap.home_ned_m
+    assert np.hypot(pos[0], pos[1]) < 1.0 and not c.v.ap.armed  # back home, landed, disarmed
+
+
+def test_ardupilot_reposition_is_a_guided_target_and_sr0_param_sets_apply_at_reboot() -> None:
+    c = Client(vehicle("ardupilot"))
+    c.run(2.5)
+    assert c.command(M.MAV_CMD_DO_SET_MODE, 1, 4).result == 0
+    assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == 0
+    assert c.command(M.MAV_CMD_NAV_TAKEOFF, 0, 0, 0, 0, 0, 0, 4.0).result == 0
+    c.run(8.0)
+    lat = round((-35.3632621 + 6.0 / 6378137.0 * 180 / math.pi) * 1e7)
+    start = len(c.log)
+    c.send(
+        c.mav.command_int_encode(
+            1,
+            1,
+            M.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            M.MAV_CMD_DO_REPOSITION,
+            0,
+            0,
+            -1,
+            1,
+            0,
+            math.nan,
+            lat,
+            1491652374,
+            4.0,
+        )
+    )
+    c.run(8.0)
+    acks = [m for _, m in c.log[start:] if m.get_type() == "COMMAND_ACK"]
+    assert acks[0].command == M.MAV_CMD_DO_REPOSITION and acks[0].result == 0
+    pos = c.v.ap.sim.pos_ned_m[0] - c.v.ap.home_ned_m
+    assert pos[0] == pytest.approx(6.0, abs=0.5) and -pos[2] == pytest.approx(4.0, abs=0.4)
+    assert c.v.ap.mode.value == "GUIDED"
+
+    d = Client(vehicle("ardupilot"))
+    d.run(0.2)
+    d.send(d.mav.param_set_encode(1, 1, b"SR0_POSITION", 5, M.MAV_PARAM_TYPE_INT16))
+    d.run(2.0)
+    assert d.of("PARAM_VALUE")[-1][1].param_value == 5
+    assert not d.of("GLOBAL_POSITION_INT")  # read when the link starts, not on PARAM_SET
+    assert d.command(M.MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN, 1).result == 0
+    t0 = d.t
+    d.run(2.0)
+    assert rate_hz(d, "GLOBAL_POSITION_INT", t0) == pytest.approx(5.0, abs=0.6)
