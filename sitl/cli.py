@@ -89,12 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="set an autopilot parameter at boot (repeatable), e.g. COM_OBL_RC_ACT=4",
     )
-    parser.add_argument(
-        "--home",
-        default=None,
-        metavar="LAT,LON,ALT",
-        help="home in degrees and m AMSL, e.g. 47.397742,8.545594,488 (default CMAC -35.3632621,149.1652374,584.09)",
-    )
     parser.add_argument("--sysid", type=int, default=1, help="MAVLink system id (default 1)")
     parser.add_argument(
         "--signing-key", default=None, help="MAVLink signing key, 64 hex digits (default: unsigned)"
@@ -127,7 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ArduCopter only: boot this many times faster (its EKF's ~40 s in a few), then run at --speedup",
     )
     real.add_argument("--workdir", default=None, help="where the firmware writes (default: a scratch folder)")
-    real.add_argument("--home", default=None, help="LAT,LON,ALT_AMSL_M of home (default: the firmware's)")
+    # --home applies to the emulator too (HOME_POSITION, origin, GLOBAL_POSITION_INT, missions)
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="LAT,LON,ALT_AMSL_M of home (default: the emulator's CMAC -35.3632621,149.1652374,584.09; "
+        "with --firmware, the firmware's)",
+    )
     real.add_argument("command", nargs=argparse.REMAINDER, help="with --firmware: a command to run beside it")
 
 
@@ -143,15 +143,15 @@ def parse_wind(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def parse_home(text: str) -> Home:
-    """``"LAT,LON,ALT"`` (degrees, m AMSL) → a Home; SitlOptionError names the expected form."""
+def parse_home(text: str | None) -> Home:
+    """``"LAT,LON,ALT"`` (degrees, m AMSL; None: the default) → a Home; SitlOptionError names the form."""
+    from sitl.firmware_cli import parse_home as parse_lat_lon_alt  # the one parser for both targets
+
     try:
-        lat, lon, alt = (float(p) for p in text.split(","))
-        return Home(lat, lon, alt)
+        place = parse_lat_lon_alt(text)
+        return Home() if place is None else Home(*place)
     except ValueError as exc:
-        raise SitlOptionError(
-            f"--home must be LAT,LON,ALT in degrees and m AMSL, e.g. 47.397742,8.545594,488; got {text!r} ({exc})"
-        ) from None
+        raise SitlOptionError(str(exc)) from None
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -185,7 +185,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             raise SitlOptionError("--signing-key must be 64 hex digits (a 32-byte key)")
         if args.flavor == "custom":
             raise SitlOptionError("--signing-key applies to MAVLink; the custom flavour has no signing")
-    home = parse_home(args.home) if getattr(args, "home", None) else Home()
+    home = parse_home(getattr(args, "home", None))
     rng = np.random.default_rng(args.seed)
     if not args.battery_mah > 0:
         raise SitlOptionError(f"--battery-mah must be > 0, got {args.battery_mah}")
