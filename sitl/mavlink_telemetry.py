@@ -83,6 +83,7 @@ STREAMABLE = (
     M.MAVLINK_MSG_ID_ODOMETRY,
     M.MAVLINK_MSG_ID_GPS_RAW_INT,
     M.MAVLINK_MSG_ID_EKF_STATUS_REPORT,
+    M.MAVLINK_MSG_ID_ESTIMATOR_STATUS,
     M.MAVLINK_MSG_ID_VFR_HUD,
     M.MAVLINK_MSG_ID_ALTITUDE,
     M.MAVLINK_MSG_ID_MISSION_CURRENT,
@@ -223,6 +224,11 @@ class TelemetryEncoder:
             return mav.ekf_status_report_encode(
                 831 if ap.ready else 167, 0.0016, 0.00015, 0.00008, 0.03, 0.0, 0.0
             )
+        if msgid == M.MAVLINK_MSG_ID_ESTIMATOR_STATUS:
+            # PX4's ESTIMATOR_STATUS flags share their low bits with ArduPilot's EKF flags: the
+            # same 167 / 831 (POS_HORIZ_ABS, bit 16, once the position estimate is usable)
+            flags = 831 if ap.ready else 167
+            return mav.estimator_status_encode(us, flags, 0.02, 0.05, 0.03, 0.1, 0.0, 0.0, 0.4, 0.6)
         if msgid == M.MAVLINK_MSG_ID_SYS_STATUS:
             present, enabled, health = self.sensor_bits()
             volts = float(ap.sim.battery_v[0])

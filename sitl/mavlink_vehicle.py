@@ -116,7 +116,7 @@ PX4 = FlavorSpec(
     autopilot_id=mavlink.MAV_AUTOPILOT_PX4,
     # measured on real PX4 SIH's onboard link (../shared/firmware/README.md); of what it sends
     # unasked, the emulator leaves out ATTITUDE_TARGET, DISTANCE_SENSOR, POSITION_TARGET_LOCAL_NED,
-    # SERVO_OUTPUT_RAW, ESTIMATOR_STATUS, PING, VIBRATION and CURRENT_MODE
+    # SERVO_OUTPUT_RAW, PING, VIBRATION and CURRENT_MODE
     default_streams_hz={
         mavlink.MAVLINK_MSG_ID_ATTITUDE: 100.0,
         mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION: 50.0,
@@ -130,6 +130,7 @@ PX4 = FlavorSpec(
         mavlink.MAVLINK_MSG_ID_SYS_STATUS: 5.0,
         mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE: 5.0,
         mavlink.MAVLINK_MSG_ID_MISSION_CURRENT: 1.0,
+        mavlink.MAVLINK_MSG_ID_ESTIMATOR_STATUS: 1.0,
         mavlink.MAVLINK_MSG_ID_SCALED_PRESSURE: 1.0,
         mavlink.MAVLINK_MSG_ID_SYSTEM_TIME: 1.0,
         mavlink.MAVLINK_MSG_ID_BATTERY_STATUS: 0.5,

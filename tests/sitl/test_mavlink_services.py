@@ -43,6 +43,7 @@ def test_px4_sends_its_measured_onboard_stream_set_unasked() -> None:
         ("SYS_STATUS", 5),
         ("EXTENDED_SYS_STATE", 5),
         ("MISSION_CURRENT", 1),
+        ("ESTIMATOR_STATUS", 1),
         ("HOME_POSITION", 0.5),
         ("BATTERY_STATUS", 0.5),
     ]:
@@ -51,6 +52,8 @@ def test_px4_sends_its_measured_onboard_stream_set_unasked() -> None:
     home = c.of("HOME_POSITION")[-1][1]
     assert (gpi.lat, gpi.lon) == (home.latitude, home.longitude) == (-353632621, 1491652374)
     assert gpi.alt == pytest.approx(home.altitude, abs=50)  # on the ground at home, mm AMSL
+    flags = [m.flags & M.ESTIMATOR_POS_HORIZ_ABS for _, m in c.of("ESTIMATOR_STATUS")]
+    assert flags[0] == 0 and flags[-1]  # no absolute position before the estimate is ready (1 s)
 
 
 def test_home_sets_every_geodetic_message_and_the_origin() -> None:
