@@ -17,15 +17,35 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from enum import IntEnum, StrEnum
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from firmware_bridge.custom_protocol import AckResult
 from firmware_bridge.frames import yaw_from_quat
 from firmware_bridge.types import LandedState
+from sitl.autopilot_rules import (
+    ARDUPILOT_RULES,
+    CUSTOM_RULES,
+    GUIDED_KI,
+    GUIDED_KP,
+    GUIDED_KV,
+    PX4_RULES,
+    Action,
+    MavResult,
+    Mode,
+    ParamSpec,
+    ParamType,
+    Rules,
+    Severity,
+    StatusText,
+    Target,
+    battery_stages,
+    fence_limits,
+    with_params,
+)
+from sitl.control import VelocityShaper as _Shaper
+from sitl.mission import MissionPlan, NavItem, NavKind
 from sitl.sim import SetpointKind, Sim
 
 LOGIC_RATE_HZ = 50.0
@@ -36,327 +56,6 @@ GRAVITY_M_S2 = 9.80665
 F64 = NDArray[np.float64]
 
 
-#: MAV_RESULT, the answer to a command: the custom protocol's enum, numbered like MAV_RESULT, so
-#: both flavours of the emulator answer with the one definition.
-MavResult = AckResult
-
-
-class Mode(StrEnum):
-    """Normalised flight modes (the names ``VehicleState.mode`` uses)."""
-
-    STABILIZE = "STABILIZE"
-    ALTCTL = "ALTCTL"
-    POSCTL = "POSCTL"
-    HOLD = "HOLD"
-    OFFBOARD = "OFFBOARD"
-    GUIDED = "GUIDED"
-    TAKEOFF = "TAKEOFF"
-    LAND = "LAND"
-    RTL = "RTL"
-
-
-class Action(StrEnum):
-    """What a failsafe does."""
-
-    NONE = "none"
-    WARN = "warn"
-    POSCTL = "posctl"
-    ALTCTL = "altctl"
-    HOLD = "hold"
-    RETURN = "return"
-    LAND = "land"
-    DISARM = "disarm"
-
-
-class Severity(IntEnum):
-    """MAV_SEVERITY of a status text."""
-
-    EMERGENCY = 0
-    ALERT = 1
-    CRITICAL = 2
-    ERROR = 3
-    WARNING = 4
-    NOTICE = 5
-    INFO = 6
-    DEBUG = 7
-
-
-class ParamType(IntEnum):
-    """MAV_PARAM_TYPE used to report a parameter."""
-
-    INT8 = 2
-    INT16 = 4
-    INT32 = 6
-    REAL32 = 9
-
-
-@dataclass(frozen=True, slots=True)
-class ParamSpec:
-    """One autopilot parameter: name, default value and how the firmware reports its type."""
-
-    name: str
-    default: float
-    mav_type: ParamType = ParamType.REAL32
-
-
-@dataclass(frozen=True, slots=True)
-class StatusText:
-    """A STATUSTEXT the autopilot wants to send."""
-
-    severity: Severity
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """An external (offboard / guided) setpoint as received, in NED.
-
-    ``values`` follow :meth:`Sim.set_setpoint`'s layout for ``kind``; ``yaw_rad`` (an absolute
-    heading the autopilot steers to) and ``yaw_rate_rad_s`` are NaN when not commanded.
-    """
-
-    kind: SetpointKind
-    values: tuple[float, float, float, float, float]
-    received_s: float
-    yaw_rad: float = math.nan
-    yaw_rate_rad_s: float = math.nan
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """How one firmware family behaves, as data (figures and sources in docs/sitl_autopilot.md)."""
-
-    name: str
-    family: str
-    """Whose parameter names and failsafe numbering apply: "px4" or "ardupilot"."""
-    external_mode: Mode
-    """The mode in which external setpoints fly the vehicle (OFFBOARD / GUIDED)."""
-    initial_mode: Mode
-    params: tuple[ParamSpec, ...]
-    loss_timeout_param: str
-    """Seconds without setpoints before the loss rule fires (COM_OF_LOSS_T / GUID_TIMEOUT)."""
-    loss_brakes_in_mode: bool
-    """True: ArduPilot (stop, stay in GUIDED; position targets never time out).
-    False: PX4 (leave OFFBOARD into the failsafe action; every target kind times out)."""
-    external_needs_stream: bool
-    """PX4: entering the external mode needs a setpoint stream above ``stream_min_rate_hz``
-    for ``stream_warmup_s`` first (else TEMPORARILY_REJECTED)."""
-    stream_min_rate_hz: float
-    stream_warmup_s: float
-    shape_accel_m_s2: float
-    """Acceleration limit of the autopilot's own velocity-target shaping; 0 = no shaping (the
-    target goes straight to the Sim's velocity loop). With shaping, velocity targets are flown
-    ArduCopter-style: a jerk-limited trajectory tracked by a position/velocity loop with
-    acceleration feed-forward (``GUIDED_KP``, ``GUIDED_KV``, ``GUIDED_KI``)."""
-    shape_jerk_m_s3: float
-    takeoff_needs_armed: bool
-    """ArduPilot answers NAV_TAKEOFF while disarmed with FAILED; PX4 switches to TAKEOFF."""
-    takeoff_in_external_mode_only: bool
-    takeoff_mode: Mode | None
-    """Mode entered by NAV_TAKEOFF (PX4 TAKEOFF); None = stay in the current mode (ArduPilot)."""
-    after_takeoff_mode: Mode | None
-    takeoff_alt_param: str
-    takeoff_spool_s: float
-    """Delay between the takeoff command and lift-off (measured ~3 s in ArduCopter SITL)."""
-    climb_speed_m_s: float
-    land_speed_param: str
-    land_speed_scale: float
-    """Multiplier that turns the land-speed parameter into m/s (ArduPilot stores cm/s)."""
-    rtl_alt_param: str
-    rtl_alt_scale: float
-    land_detect_s: float
-    """Seconds on the ground (after flying) before landed_state becomes ON_GROUND."""
-    disarm_after_land_s: float
-    """Further seconds before the automatic disarm after landing in LAND / RTL."""
-    disarm_preflight_param: str
-    arm_not_ready_result: MavResult
-    arm_not_ready_texts: tuple[str, ...]
-    arm_texts_after_ack: bool
-    """ArduPilot sends the FAILED ACK first and the "Arm: ..." texts right after (recording)."""
-    arm_text: str
-    disarm_text: str
-    mode_reject_text: str
-    """Format string with ``{mode}``: the text sent when a mode switch is refused."""
-    loss_action_param: str | None
-    loss_action_codes: Mapping[int, Action]
-    fence_action_param: str
-    fence_action_codes: Mapping[int, Action]
-    default_ready_delay_s: float
-    """Boot to "position estimate ready" (arming allowed); a short test default."""
-    real_ready_delay_s: float
-    """The measured real figure (ArduCopter: EKF using GPS ~42 s after a cold boot)."""
-
-
-_PX4_LOSS_ACTIONS = {
-    0: Action.POSCTL,
-    1: Action.ALTCTL,
-    2: Action.POSCTL,  # Manual without RC sticks behaves as a hold here
-    3: Action.RETURN,
-    4: Action.LAND,
-    5: Action.HOLD,
-    6: Action.DISARM,  # Terminate
-    7: Action.DISARM,
-}
-
-PX4_RULES = Rules(
-    name="px4",
-    family="px4",
-    external_mode=Mode.OFFBOARD,
-    initial_mode=Mode.POSCTL,
-    params=(
-        ParamSpec("COM_OF_LOSS_T", 1.0),
-        ParamSpec("COM_OBL_RC_ACT", 0, ParamType.INT32),
-        ParamSpec("COM_DISARM_PRFLT", 10.0),
-        ParamSpec("COM_DISARM_LAND", 2.0),
-        ParamSpec("COM_LOW_BAT_ACT", 3, ParamType.INT32),
-        ParamSpec("BAT_LOW_THR", 0.15),
-        ParamSpec("BAT_CRIT_THR", 0.07),
-        ParamSpec("BAT_EMERGEN_THR", 0.05),
-        ParamSpec("GF_ACTION", 2, ParamType.INT32),
-        ParamSpec("GF_MAX_HOR_DIST", 0.0),
-        ParamSpec("GF_MAX_VER_DIST", 0.0),
-        ParamSpec("MIS_TAKEOFF_ALT", 2.5),
-        ParamSpec("MPC_LAND_SPEED", 0.7),
-        ParamSpec("RTL_RETURN_ALT", 60.0),
-        ParamSpec("MAV_SYS_ID", 1, ParamType.INT32),
-    ),
-    loss_timeout_param="COM_OF_LOSS_T",
-    loss_brakes_in_mode=False,
-    external_needs_stream=True,
-    stream_min_rate_hz=2.0,
-    stream_warmup_s=1.0,
-    shape_accel_m_s2=0.0,
-    shape_jerk_m_s3=0.0,
-    takeoff_needs_armed=False,
-    takeoff_in_external_mode_only=False,
-    takeoff_mode=Mode.TAKEOFF,
-    after_takeoff_mode=Mode.HOLD,
-    takeoff_alt_param="MIS_TAKEOFF_ALT",
-    takeoff_spool_s=0.5,
-    climb_speed_m_s=1.5,
-    land_speed_param="MPC_LAND_SPEED",
-    land_speed_scale=1.0,
-    rtl_alt_param="RTL_RETURN_ALT",
-    rtl_alt_scale=1.0,
-    land_detect_s=1.0,
-    disarm_after_land_s=2.0,
-    disarm_preflight_param="COM_DISARM_PRFLT",
-    arm_not_ready_result=MavResult.TEMPORARILY_REJECTED,
-    arm_not_ready_texts=("Arming denied: Preflight Fail: No valid position estimate",),
-    arm_texts_after_ack=False,
-    arm_text="Armed by external command",
-    disarm_text="Disarmed by external command",
-    mode_reject_text="Switching to {mode} is currently not available",
-    loss_action_param="COM_OBL_RC_ACT",
-    loss_action_codes=_PX4_LOSS_ACTIONS,
-    fence_action_param="GF_ACTION",
-    fence_action_codes={
-        0: Action.NONE,
-        1: Action.WARN,
-        2: Action.HOLD,
-        3: Action.RETURN,
-        4: Action.DISARM,
-        5: Action.LAND,
-    },
-    default_ready_delay_s=1.0,
-    real_ready_delay_s=10.0,
-)
-"""PX4 v1.14-like multicopter behaviour."""
-
-ARDUPILOT_RULES = Rules(
-    name="ardupilot",
-    family="ardupilot",
-    external_mode=Mode.GUIDED,
-    initial_mode=Mode.STABILIZE,
-    params=(
-        ParamSpec("GUID_TIMEOUT", 3.0),
-        ParamSpec("DISARM_DELAY", 10, ParamType.INT8),
-        ParamSpec("LAND_SPEED", 50, ParamType.INT16),
-        ParamSpec("RTL_ALT", 1500, ParamType.INT32),
-        ParamSpec("FENCE_ENABLE", 0, ParamType.INT8),
-        ParamSpec("FENCE_ACTION", 1, ParamType.INT8),
-        ParamSpec("FENCE_RADIUS", 300.0),
-        ParamSpec("FENCE_ALT_MAX", 100.0),
-        ParamSpec("BATT_CAPACITY", 3300, ParamType.INT32),
-        ParamSpec("BATT_LOW_MAH", 0.0),
-        ParamSpec("BATT_CRT_MAH", 0.0),
-        ParamSpec("BATT_FS_LOW_ACT", 0, ParamType.INT8),
-        ParamSpec("BATT_FS_CRT_ACT", 0, ParamType.INT8),
-        ParamSpec("SYSID_THISMAV", 1, ParamType.INT16),
-    ),
-    loss_timeout_param="GUID_TIMEOUT",
-    loss_brakes_in_mode=True,
-    external_needs_stream=False,
-    stream_min_rate_hz=0.0,
-    stream_warmup_s=0.0,
-    shape_accel_m_s2=2.0,
-    shape_jerk_m_s3=3.0,
-    takeoff_needs_armed=True,
-    takeoff_in_external_mode_only=True,
-    takeoff_mode=None,
-    after_takeoff_mode=None,
-    takeoff_alt_param="",
-    takeoff_spool_s=3.0,
-    climb_speed_m_s=2.5,
-    land_speed_param="LAND_SPEED",
-    land_speed_scale=0.01,
-    rtl_alt_param="RTL_ALT",
-    rtl_alt_scale=0.01,
-    land_detect_s=1.0,
-    disarm_after_land_s=1.1,
-    disarm_preflight_param="DISARM_DELAY",
-    arm_not_ready_result=MavResult.FAILED,
-    arm_not_ready_texts=("Arm: Need Position Estimate",),
-    arm_texts_after_ack=True,
-    arm_text="Arming motors",
-    disarm_text="Disarming motors",
-    mode_reject_text="Flight mode change failed",
-    loss_action_param=None,
-    loss_action_codes={},
-    fence_action_param="FENCE_ACTION",
-    fence_action_codes={
-        0: Action.WARN,
-        1: Action.RETURN,
-        2: Action.LAND,
-        3: Action.RETURN,
-        4: Action.HOLD,
-        5: Action.LAND,
-    },
-    default_ready_delay_s=2.0,
-    real_ready_delay_s=42.0,
-)
-"""ArduCopter 4.x behaviour, as recorded in data/ardupilot (GUIDED = custom_mode 4)."""
-
-GUIDED_KP = 0.5
-"""Position-error gain (1/s) of the shaped guided-velocity tracker."""
-GUIDED_KV = 4.0
-"""Velocity-error gain (1/s) of the shaped guided-velocity tracker."""
-GUIDED_KI = 1.0
-"""Velocity-error integral gain (1/s²): removes the drag/wind steady-state error."""
-# The shaping limits and gains were fitted (grid search, docs/sitl_autopilot.md) so that this Sim's
-# X500 reproduces the ArduCopter response in data/ardupilot/flight.tlog; they are not ArduPilot's
-# own parameter values, which act on a different vehicle model.
-
-CUSTOM_RULES = replace(
-    PX4_RULES,
-    name="custom",
-    external_needs_stream=False,
-    stream_min_rate_hz=0.0,
-    stream_warmup_s=0.0,
-)
-"""Custom firmware: PX4-like failsafes and parameters, OFFBOARD without a setpoint pre-stream
-(the bridge's custom adapter does not pre-stream)."""
-
-_BATT_ACT_ARDUPILOT = {
-    0: Action.NONE,
-    1: Action.LAND,
-    2: Action.RETURN,
-    3: Action.RETURN,
-    4: Action.RETURN,
-    5: Action.DISARM,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class CommandReply:
     """The answer to a command: the result plus the status texts that go with it."""
@@ -365,36 +64,6 @@ class CommandReply:
     texts: tuple[StatusText, ...] = ()
     texts_after: bool = False
     """True when the texts follow the ACK on the wire instead of preceding it."""
-
-
-@dataclass(slots=True)
-class _Shaper:
-    """Jerk- and acceleration-limited tracking of a velocity target (ArduPilot's input shaping)."""
-
-    accel_max_m_s2: float
-    jerk_max_m_s3: float
-    vel_m_s: F64 = field(default_factory=lambda: np.zeros(3))
-    acc_m_s2: F64 = field(default_factory=lambda: np.zeros(3))
-
-    def reset(self, vel_m_s: F64) -> None:
-        self.vel_m_s = np.array(vel_m_s, dtype=np.float64)
-        self.acc_m_s2 = np.zeros(3)
-
-    def update(self, target_m_s: F64, dt_s: float) -> F64:
-        err = target_m_s - self.vel_m_s
-        # sqrt controller: the largest acceleration from which the jerk limit still stops at the
-        # target without overshoot; the braking profile of AC_PosControl has the same shape.
-        acc_des = np.sign(err) * np.minimum(
-            self.accel_max_m_s2, np.sqrt(2.0 * self.jerk_max_m_s3 * np.abs(err))
-        )
-        step = self.jerk_max_m_s3 * dt_s
-        self.acc_m_s2 = self.acc_m_s2 + np.clip(acc_des - self.acc_m_s2, -step, step)
-        self.vel_m_s = self.vel_m_s + self.acc_m_s2 * dt_s
-        # snap to the target once within one jerk step so that a zero target is exactly zero
-        close = np.abs(target_m_s - self.vel_m_s) < step * dt_s
-        self.vel_m_s = np.where(close, target_m_s, self.vel_m_s)
-        self.acc_m_s2 = np.where(close, 0.0, self.acc_m_s2)
-        return self.vel_m_s
 
 
 class Autopilot:
@@ -431,6 +100,8 @@ class Autopilot:
         self._texts: deque[StatusText] = deque(maxlen=64)
         self._shaper = _Shaper(max(rules.shape_accel_m_s2, 1e-9), max(rules.shape_jerk_m_s3, 1e-9))
         self.home_ned_m = np.array(sim.pos_ned_m[0], dtype=np.float64)
+        self.plan = MissionPlan()
+        """The uploaded mission; it survives a reboot, as the firmware keeps it in storage."""
         self._boot(sim.time_s)
 
     # ------------------------------------------------------------------ state
@@ -441,8 +112,11 @@ class Autopilot:
         self.landed_state = LandedState.ON_GROUND if bool(self.sim.on_ground[0]) else LandedState.IN_AIR
         self.target: Target | None = None
         self.last_target_s = -math.inf
-        self._stream_start_s = math.inf
         self._stream_last_s = -math.inf
+        self._goal_ned_m: F64 | None = None
+        self._goal_speed_m_s = math.nan
+        self._carrot_ned_m = np.array(self.sim.pos_ned_m[0], dtype=np.float64)
+        self._mission_landing = False
         self._armed_s = math.inf
         self._flew = not bool(self.sim.on_ground[0])
         self._ground_since_s = math.inf
@@ -573,14 +247,58 @@ class Autopilot:
 
     def set_mode(self, mode: Mode) -> CommandReply:
         """DO_SET_MODE with a normalised mode."""
-        if mode is self.rules.external_mode and self.rules.external_needs_stream and not self.stream_ok():
-            label = "Offboard" if mode is Mode.OFFBOARD else mode.value
-            text = StatusText(Severity.CRITICAL, self.rules.mode_reject_text.format(mode=label))
+        rules = self.rules
+        # PX4 (measured): armed, OFFBOARD needs a setpoint within COM_OF_LOSS_T; disarmed it is
+        # accepted without one (arming then waits for setpoints, see arm())
+        refuse = (
+            mode is rules.external_mode
+            and rules.external_needs_stream
+            and self.armed
+            and not self.stream_ok()
+        )
+        if mode is Mode.MISSION and not any(i.kind is not NavKind.HOME for i in self.plan.items):
+            refuse = True  # no mission to fly
+        if refuse:
+            label = {Mode.OFFBOARD: "Offboard", Mode.MISSION: "Mission"}.get(mode, mode.value)
+            text = StatusText(Severity.CRITICAL, rules.mode_reject_text.format(mode=label))
             return CommandReply(MavResult.TEMPORARILY_REJECTED, (text,), True)
         if mode is Mode.TAKEOFF:
             return self.takeoff(math.nan)
         self.failsafe = None  # a commanded mode change ends the failsafe state
         self._enter(mode)
+        if mode is Mode.MISSION:
+            if self.plan.complete:
+                self.plan.set_current(self._first_item())
+            self.plan.started = True
+        return CommandReply(MavResult.ACCEPTED)
+
+    def _first_item(self) -> int:
+        return 1 if self.rules.mission_has_home_item and len(self.plan.items) > 1 else 0
+
+    def load_mission(self, items: tuple[NavItem, ...]) -> None:
+        """A mission uploaded (or cleared, with no items); flying restarts from its first item."""
+        self.plan.load(items)
+        self.plan.current = self._first_item() if items else 0
+
+    def goto(self, pos_ned_m: tuple[float, float, float], speed_m_s: float = math.nan) -> CommandReply:
+        """DO_REPOSITION: fly to a point in the Sim's NED frame (NaN keeps that coordinate).
+
+        PX4 flies there in Hold (AUTO.LOITER) and loiters; ArduCopter takes it as a GUIDED
+        position target. Both need the vehicle armed and in the air.
+        """
+        if not self.armed or not self._flew:
+            return CommandReply(MavResult.DENIED if self.rules.family == "px4" else MavResult.FAILED)
+        if self.rules.family == "px4":
+            self.failsafe = None
+            self._enter(Mode.HOLD)
+            self._goal_ned_m = np.array(pos_ned_m, dtype=np.float64)
+            self._goal_speed_m_s = speed_m_s
+            return CommandReply(MavResult.ACCEPTED)
+        if self.mode is not Mode.GUIDED:
+            self._enter(Mode.GUIDED)
+        goal = np.where(np.isfinite(pos_ned_m), pos_ned_m, self.sim.pos_ned_m[0])
+        values = (float(goal[0]), float(goal[1]), float(goal[2]), self._hold_yaw_rad, 0.0)
+        self.external_setpoint(Target(SetpointKind.POSITION, values, self.sim.time_s))
         return CommandReply(MavResult.ACCEPTED)
 
     def takeoff(self, alt_m: float) -> CommandReply:
@@ -631,11 +349,8 @@ class Autopilot:
 
     # ------------------------------------------------------------------ setpoints
     def stream_ok(self) -> bool:
-        """PX4's offboard-signal gate: setpoints above the minimum rate for the warm-up time."""
-        now = self.sim.time_s
-        gap = 1.0 / self.rules.stream_min_rate_hz if self.rules.stream_min_rate_hz > 0 else math.inf
-        fresh = now - self._stream_last_s <= gap
-        return fresh and now - self._stream_start_s >= self.rules.stream_warmup_s - 1e-9
+        """PX4's offboard-signal gate: a setpoint received within the last COM_OF_LOSS_T seconds."""
+        return self.sim.time_s - self._stream_last_s <= self.param(self.rules.loss_timeout_param) + 1e-9
 
     def external_setpoint(self, target: Target) -> bool:
         """A setpoint from the companion; returns whether it was used.
@@ -644,9 +359,6 @@ class Autopilot:
         external mode the setpoint itself is dropped silently (ArduPilot: no ACK, no text).
         """
         now = self.sim.time_s
-        gap = 1.0 / self.rules.stream_min_rate_hz if self.rules.stream_min_rate_hz > 0 else math.inf
-        if now - self._stream_last_s > gap:
-            self._stream_start_s = now
         self._stream_last_s = now
         if self.rules.external_needs_stream:
             # PX4 keeps the latest offboard setpoint even before OFFBOARD is entered
@@ -673,6 +385,9 @@ class Autopilot:
         self.mode_events += 1
         self._braking = False
         self._rtl_phase = 0
+        self._goal_ned_m = None
+        self._mission_landing = False
+        self._carrot_ned_m = np.array(self.sim.pos_ned_m[0], dtype=np.float64)
         if mode is not self.rules.external_mode and not self.rules.external_needs_stream:
             # ArduPilot forgets guided targets on leaving GUIDED; PX4 keeps the offboard stream's
             # latest setpoint (it is what OFFBOARD flies on re-entry)
@@ -726,7 +441,11 @@ class Autopilot:
                 self._flew = True
             if self._takeoff_active:
                 self.landed_state = LandedState.TAKEOFF
-            elif self.mode is Mode.LAND or (self.mode is Mode.RTL and self._rtl_phase == 2):
+            elif (
+                self.mode is Mode.LAND
+                or (self.mode is Mode.RTL and self._rtl_phase == 2)
+                or (self.mode is Mode.MISSION and self._mission_landing)
+            ):
                 self.landed_state = LandedState.LANDING
             elif self._flew:
                 self.landed_state = LandedState.IN_AIR
@@ -749,6 +468,7 @@ class Autopilot:
             if grounded_s >= self.rules.land_detect_s + self.rules.disarm_after_land_s and self.mode in (
                 Mode.LAND,
                 Mode.RTL,
+                Mode.MISSION,
             ):
                 self._do_disarm(self.rules.disarm_text)
 
@@ -786,37 +506,7 @@ class Autopilot:
 
     def _check_battery(self) -> None:
         frac = float(self.sim.battery_frac[0])
-        if self.rules.family == "px4":
-            low, crit, emerg = (
-                self.param("BAT_LOW_THR"),
-                self.param("BAT_CRIT_THR"),
-                self.param("BAT_EMERGEN_THR"),
-            )
-            act = int(self.param("COM_LOW_BAT_ACT"))
-            stages = [
-                (low, Action.WARN, "Low battery level, return advised"),
-                (
-                    crit,
-                    {0: Action.WARN, 2: Action.LAND, 3: Action.RETURN}.get(act, Action.WARN),
-                    "Critical battery level, executing failsafe",
-                ),
-                (emerg, Action.LAND if act in (2, 3) else Action.WARN, "Emergency battery level, landing"),
-            ]
-        else:
-            cap = self.param("BATT_CAPACITY")
-            low_mah, crt_mah = self.param("BATT_LOW_MAH"), self.param("BATT_CRT_MAH")
-            stages = [
-                (
-                    low_mah / cap if cap > 0 and low_mah > 0 else -1.0,
-                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_LOW_ACT")), Action.NONE),
-                    "Battery 1 is low",
-                ),
-                (
-                    crt_mah / cap if cap > 0 and crt_mah > 0 else -1.0,
-                    _BATT_ACT_ARDUPILOT.get(int(self.param("BATT_FS_CRT_ACT")), Action.NONE),
-                    "Battery 1 is critical",
-                ),
-            ]
+        stages = battery_stages(self.rules, self.param)
         for i, (threshold, action, text) in enumerate(stages, start=1):
             if self._battery_stage < i and frac <= threshold:
                 self._battery_stage = i
@@ -826,18 +516,8 @@ class Autopilot:
                     if not (action is Action.RETURN and self.mode in (Mode.RTL, Mode.LAND)):
                         self._run_action(action)
 
-    def _fence(self) -> tuple[float, float, Action]:
-        """(horizontal radius m, max altitude m, action); 0 = that limit disabled."""
-        if self.rules.family == "px4":
-            action = self.rules.fence_action_codes.get(int(self.param("GF_ACTION")), Action.HOLD)
-            return self.param("GF_MAX_HOR_DIST"), self.param("GF_MAX_VER_DIST"), action
-        if self.param("FENCE_ENABLE") < 0.5:
-            return 0.0, 0.0, Action.NONE
-        action = self.rules.fence_action_codes.get(int(self.param("FENCE_ACTION")), Action.RETURN)
-        return self.param("FENCE_RADIUS"), self.param("FENCE_ALT_MAX"), action
-
     def _check_fence(self) -> None:
-        radius, alt_max, action = self._fence()
+        radius, alt_max, action = fence_limits(self.rules, self.param)
         if (radius <= 0 and alt_max <= 0) or action is Action.NONE:
             return
         rel = np.asarray(self.sim.pos_ned_m[0]) - self.home_ned_m
@@ -895,6 +575,11 @@ class Autopilot:
             self._fly_land(dt)
         elif mode is Mode.RTL:
             self._fly_rtl(dt)
+        elif mode is Mode.MISSION:
+            self._fly_mission(now, dt)
+        elif mode is Mode.HOLD and self._goal_ned_m is not None:
+            speed = self._goal_speed_m_s if self._goal_speed_m_s > 0 else self._cruise_m_s()
+            self._fly_towards(self._goal_ned_m, speed, dt, self._radius_m())
         elif self._flew:
             self._hold()
         else:
@@ -1000,6 +685,83 @@ class Autopilot:
             return
         self._fly_land(dt)
 
+    def _cruise_m_s(self) -> float:
+        return self.param(self.rules.cruise_speed_param) * self.rules.distance_scale
+
+    def _radius_m(self) -> float:
+        return self.param(self.rules.acceptance_radius_param) * self.rules.distance_scale
+
+    def _fly_towards(self, goal_ned_m: F64, speed_m_s: float, dt: float, radius_m: float) -> bool:
+        """Fly a carrot towards ``goal_ned_m`` (NaN: keep that coordinate); True once within reach.
+
+        The carrot moves at the cruise speed horizontally and the climb speed vertically; it waits
+        while the vehicle lags more than ~1.5 s behind it, and it does not move sideways until the
+        vehicle is 1 m up, so a mission started on the ground climbs before it travels (PX4).
+        """
+        pos = np.asarray(self.sim.pos_ned_m[0])
+        goal = np.where(np.isfinite(goal_ned_m), goal_ned_m, self._hold_ned_m)
+        c = self._carrot_ned_m
+        dz = float(np.clip(goal[2] - c[2], -self.rules.climb_speed_m_s * dt, 1.0 * dt))
+        c[2] += dz
+        dxy = goal[:2] - c[:2]
+        dist = float(np.hypot(dxy[0], dxy[1]))
+        lag = float(np.hypot(c[0] - pos[0], c[1] - pos[1]))
+        up_m = float(self.home_ned_m[2] - pos[2])
+        if (
+            dist > 0
+            and lag < max(1.5 * speed_m_s, 2.0)
+            and (up_m > 1.0 or goal[2] > self.home_ned_m[2] - 1.0)
+        ):
+            c[:2] += dxy * min(1.0, speed_m_s * dt / dist)
+        self._set(SetpointKind.POSITION, c[0], c[1], c[2], self._hold_yaw_rad)
+        self._hold_ned_m = np.array(c)
+        horiz = float(np.hypot(goal[0] - pos[0], goal[1] - pos[1]))
+        return horiz <= max(radius_m, 0.3) and abs(float(goal[2] - pos[2])) <= 0.8
+
+    def _fly_mission(self, now: float, dt: float) -> None:
+        plan = self.plan
+        item = plan.item
+        while item is not None and item.kind in (NavKind.SPEED, NavKind.SKIP, NavKind.HOME):
+            if item.kind is NavKind.SPEED and item.speed_m_s > 0:
+                plan.speed_m_s = item.speed_m_s
+            plan.advance()
+            item = plan.item
+        if item is None:
+            if self.rules.family == "px4" and self.in_air:
+                self._enter(Mode.HOLD)  # PX4 loiters in AUTO.LOITER after the last item
+            elif self.in_air:
+                self._hold()
+            else:  # landed by the mission: stay down until the land detector disarms
+                pos = self.sim.pos_ned_m[0]
+                self._set(SetpointKind.POSITION, pos[0], pos[1], pos[2] + 1.0, self._hold_yaw_rad)
+            return
+        speed = plan.speed_m_s if plan.speed_m_s > 0 else self._cruise_m_s()
+        radius = item.radius_m if item.radius_m > 0 else self._radius_m()
+        if item.kind in (NavKind.WAYPOINT, NavKind.TAKEOFF):
+            goal = np.array(item.pos_ned_m, dtype=np.float64)
+            if item.kind is NavKind.TAKEOFF:
+                goal[:2] = np.nan  # a takeoff climbs where the vehicle stands
+            if self._fly_towards(goal, speed, dt, radius):
+                plan.arrive(now)
+                if now - plan.arrived_s >= item.hold_s - 1e-9:
+                    plan.advance()
+            return
+        if item.kind is NavKind.LAND:
+            if not self._mission_landing:
+                goal = np.array([item.pos_ned_m[0], item.pos_ned_m[1], math.nan])
+                goal[2] = self._carrot_ned_m[2]
+                if self._fly_towards(goal, speed, dt, radius):
+                    self._mission_landing = True
+                    self._land_target_d_m = float(self.sim.pos_ned_m[0, 2])
+                return
+            self._fly_land(dt)
+        else:  # RTL: climb, fly home, land, all inside the mission
+            self._fly_rtl(dt)
+            self._mission_landing = self._rtl_phase == 2
+        if self._flew and self.landed_state is LandedState.ON_GROUND:
+            plan.arrive(now)
+            plan.advance()
+
     # ------------------------------------------------------------------ reporting
     def system_status(self) -> int:
         """MAV_STATE: STANDBY (3) disarmed or armed on the ground, ACTIVE (4) flying, CRITICAL (5) in failsafe."""
@@ -1010,11 +772,25 @@ class Autopilot:
         return 4 if self.landed_state in (LandedState.IN_AIR, LandedState.TAKEOFF, LandedState.LANDING) else 3
 
 
-def with_params(rules: Rules, **defaults: float) -> Rules:
-    """A copy of ``rules`` whose parameter defaults are replaced (names must exist)."""
-    names = {p.name for p in rules.params}
-    unknown = sorted(set(defaults) - names)
-    if unknown:
-        raise KeyError(f"unknown parameters {unknown}; {rules.name} has {sorted(names)}")
-    specs = tuple(replace(p, default=defaults.get(p.name, p.default)) for p in rules.params)
-    return replace(rules, params=specs)
+__all__ = [
+    "ARDUPILOT_RULES",
+    "CUSTOM_RULES",
+    "GUIDED_KI",
+    "GUIDED_KP",
+    "GUIDED_KV",
+    "LOGIC_RATE_HZ",
+    "PX4_RULES",
+    "Action",
+    "Autopilot",
+    "CommandReply",
+    "MavResult",
+    "Mode",
+    "ParamSpec",
+    "ParamType",
+    "Rules",
+    "SetpointKind",
+    "Severity",
+    "StatusText",
+    "Target",
+    "with_params",
+]

@@ -24,6 +24,7 @@ from firmware_bridge.errors import LinkError
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
 from sitl.custom_vehicle import make_custom_vehicle
 from sitl.disturbance import Battery, Disturbances, Faults
+from sitl.mavlink_telemetry import Home
 from sitl.mavlink_vehicle import make_vehicle
 from sitl.runner import DEFAULT_STEP_S, LockstepRunner, RealtimeRunner
 from sitl.sim import Sim
@@ -120,7 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ArduCopter only: boot this many times faster (its EKF's ~40 s in a few), then run at --speedup",
     )
     real.add_argument("--workdir", default=None, help="where the firmware writes (default: a scratch folder)")
-    real.add_argument("--home", default=None, help="LAT,LON,ALT_AMSL_M of home (default: the firmware's)")
+    # --home applies to the emulator too (HOME_POSITION, origin, GLOBAL_POSITION_INT, missions)
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="LAT,LON,ALT_AMSL_M of home (default: the emulator's CMAC -35.3632621,149.1652374,584.09; "
+        "with --firmware, the firmware's)",
+    )
     real.add_argument("command", nargs=argparse.REMAINDER, help="with --firmware: a command to run beside it")
 
 
@@ -134,6 +141,17 @@ def parse_wind(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise SitlOptionError(f"--wind must be three finite numbers N,E,D in m/s, e.g. 3,0,0; got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def parse_home(text: str | None) -> Home:
+    """``"LAT,LON,ALT"`` (degrees, m AMSL; None: the default) → a Home; SitlOptionError names the form."""
+    from sitl.firmware_cli import parse_home as parse_lat_lon_alt  # the one parser for both targets
+
+    try:
+        place = parse_lat_lon_alt(text)
+        return Home() if place is None else Home(*place)
+    except ValueError as exc:
+        raise SitlOptionError(str(exc)) from None
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -167,6 +185,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             raise SitlOptionError("--signing-key must be 64 hex digits (a 32-byte key)")
         if args.flavor == "custom":
             raise SitlOptionError("--signing-key applies to MAVLink; the custom flavour has no signing")
+    home = parse_home(getattr(args, "home", None))
     rng = np.random.default_rng(args.seed)
     if not args.battery_mah > 0:
         raise SitlOptionError(f"--battery-mah must be > 0, got {args.battery_mah}")
@@ -187,6 +206,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             sysid=args.sysid,
             signing_key=key,
             signing_epoch_s=clock(),
+            home=home,
         )
     except (KeyError, ValueError) as exc:
         raise SitlOptionError(f"{exc.args[0] if exc.args else exc}") from None

@@ -9,7 +9,7 @@ noise, latency and glitches only affect what the vehicle *reports* (``Sim.measur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -426,3 +426,36 @@ def _thrust_yaw_to_quat(thr: F64, thrust: F64, yaw: F64) -> F64:
     s = np.sin(0.5 * yaw)
     # (tw, tx, ty, 0) ⊗ (c, 0, 0, s)
     return np.stack([tw * c, tx * c + ty * s, ty * c - tx * s, tw * s], axis=1)
+
+
+@dataclass(slots=True)
+class VelocityShaper:
+    """Jerk- and acceleration-limited tracking of a velocity target (ArduPilot's input shaping),
+    which the emulated ArduCopter's GUIDED velocity control flies (sitl.autopilot)."""
+
+    accel_max_m_s2: float
+    jerk_max_m_s3: float
+    vel_m_s: F64 = field(default_factory=lambda: np.zeros(3))
+    acc_m_s2: F64 = field(default_factory=lambda: np.zeros(3))
+
+    def reset(self, vel_m_s: F64) -> None:
+        """Start from the vehicle's velocity with no acceleration."""
+        self.vel_m_s = np.array(vel_m_s, dtype=np.float64)
+        self.acc_m_s2 = np.zeros(3)
+
+    def update(self, target_m_s: F64, dt_s: float) -> F64:
+        """One step of ``dt_s`` towards ``target_m_s``; returns the shaped velocity."""
+        err = target_m_s - self.vel_m_s
+        # sqrt controller: the largest acceleration from which the jerk limit still stops at the
+        # target without overshoot; the braking profile of AC_PosControl has the same shape.
+        acc_des = np.sign(err) * np.minimum(
+            self.accel_max_m_s2, np.sqrt(2.0 * self.jerk_max_m_s3 * np.abs(err))
+        )
+        step = self.jerk_max_m_s3 * dt_s
+        self.acc_m_s2 = self.acc_m_s2 + np.clip(acc_des - self.acc_m_s2, -step, step)
+        self.vel_m_s = self.vel_m_s + self.acc_m_s2 * dt_s
+        # snap to the target once within one jerk step so that a zero target is exactly zero
+        close = np.abs(target_m_s - self.vel_m_s) < step * dt_s
+        self.vel_m_s = np.where(close, target_m_s, self.vel_m_s)
+        self.acc_m_s2 = np.where(close, 0.0, self.acc_m_s2)
+        return self.vel_m_s

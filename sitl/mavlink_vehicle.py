@@ -20,20 +20,25 @@ from enum import StrEnum
 import numpy as np
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
-from firmware_bridge.frames import quat_rotate
 from firmware_bridge.types import LandedState
 from sitl.autopilot import (
     ARDUPILOT_RULES,
     PX4_RULES,
     Autopilot,
+    CommandReply,
     MavResult,
     Mode,
     ParamType,
     Rules,
     SetpointKind,
+    Severity,
     StatusText,
     Target,
 )
+from sitl.autopilot_rules import SR_GROUPS
+from sitl.mavlink_streams import AP_STREAM_BY_ID, AP_STREAM_GROUPS, StreamSchedule, ftp_reply, next_deadline
+from sitl.mavlink_telemetry import STREAMABLE, Home, TelemetryEncoder, euler
+from sitl.mission_protocol import MissionProtocol
 from sitl.sim import Measurement, Sim
 
 _SAFETY_ARMED = mavlink.MAV_MODE_FLAG_SAFETY_ARMED
@@ -46,12 +51,11 @@ _AUTO = mavlink.MAV_MODE_FLAG_AUTO_ENABLED
 FORCE_ARM_MAGIC = 21196
 """param2 of COMPONENT_ARM_DISARM that skips the checks (both firmwares)."""
 
-HOME_LAT_DEG = -35.3632621
-HOME_LON_DEG = 149.1652374
-HOME_ALT_AMSL_M = 584.09
-"""Home geodetic position: ArduPilot SITL's default (CMAC), as in data/ardupilot/flight.tlog."""
-
-_EARTH_RADIUS_M = 6378137.0
+DEFAULT_HOME = Home()
+HOME_LAT_DEG = DEFAULT_HOME.lat_deg
+HOME_LON_DEG = DEFAULT_HOME.lon_deg
+HOME_ALT_AMSL_M = DEFAULT_HOME.alt_amsl_m
+"""Default home: ArduPilot SITL's (CMAC), as in data/ardupilot/flight.tlog; ``home=`` sets another."""
 
 
 class Flavor(StrEnum):
@@ -63,7 +67,6 @@ class Flavor(StrEnum):
 
 # PX4: custom_mode = main_mode << 16 | sub_mode << 24 (px4_custom_mode.h)
 _PX4_MAIN = {"MANUAL": 1, "ALTCTL": 2, "POSCTL": 3, "AUTO": 4, "ACRO": 5, "OFFBOARD": 6, "STABILIZED": 7}
-_PX4_AUTO_SUB = {"READY": 1, "TAKEOFF": 2, "LOITER": 3, "MISSION": 4, "RTL": 5, "LAND": 6}
 _PX4_MODES: dict[Mode, tuple[int, int]] = {
     Mode.STABILIZE: (7, 0),
     Mode.ALTCTL: (2, 0),
@@ -71,6 +74,7 @@ _PX4_MODES: dict[Mode, tuple[int, int]] = {
     Mode.OFFBOARD: (6, 0),
     Mode.TAKEOFF: (4, 2),
     Mode.HOLD: (4, 3),
+    Mode.MISSION: (4, 4),
     Mode.RTL: (4, 5),
     Mode.LAND: (4, 6),
 }
@@ -78,6 +82,7 @@ _PX4_MODES: dict[Mode, tuple[int, int]] = {
 _AP_MODES: dict[Mode, int] = {
     Mode.STABILIZE: 0,
     Mode.ALTCTL: 2,
+    Mode.MISSION: 3,  # AUTO
     Mode.GUIDED: 4,
     Mode.HOLD: 17,  # BRAKE (LOITER, 5, follows the sticks: the real one descended into the ground)
     Mode.RTL: 6,
@@ -109,14 +114,27 @@ PX4 = FlavorSpec(
     flavor=Flavor.PX4,
     rules=PX4_RULES,
     autopilot_id=mavlink.MAV_AUTOPILOT_PX4,
+    # measured on real PX4 SIH's onboard link (../shared/firmware/README.md); of what it sends
+    # unasked, the emulator leaves out ATTITUDE_TARGET, DISTANCE_SENSOR, POSITION_TARGET_LOCAL_NED,
+    # SERVO_OUTPUT_RAW, PING, VIBRATION and CURRENT_MODE
     default_streams_hz={
-        mavlink.MAVLINK_MSG_ID_SYS_STATUS: 5.0,
-        mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE: 5.0,
+        mavlink.MAVLINK_MSG_ID_ATTITUDE: 100.0,
         mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION: 50.0,
+        mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT: 50.0,
+        mavlink.MAVLINK_MSG_ID_HIGHRES_IMU: 50.0,
         mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED: 30.0,
         mavlink.MAVLINK_MSG_ID_ODOMETRY: 30.0,
-        mavlink.MAVLINK_MSG_ID_HIGHRES_IMU: 50.0,
+        mavlink.MAVLINK_MSG_ID_ALTITUDE: 10.0,
+        mavlink.MAVLINK_MSG_ID_VFR_HUD: 10.0,
+        mavlink.MAVLINK_MSG_ID_GPS_RAW_INT: 5.0,
+        mavlink.MAVLINK_MSG_ID_SYS_STATUS: 5.0,
+        mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE: 5.0,
+        mavlink.MAVLINK_MSG_ID_MISSION_CURRENT: 1.0,
+        mavlink.MAVLINK_MSG_ID_ESTIMATOR_STATUS: 1.0,
+        mavlink.MAVLINK_MSG_ID_SCALED_PRESSURE: 1.0,
+        mavlink.MAVLINK_MSG_ID_SYSTEM_TIME: 1.0,
         mavlink.MAVLINK_MSG_ID_BATTERY_STATUS: 0.5,
+        mavlink.MAVLINK_MSG_ID_HOME_POSITION: 0.5,
     },
     heartbeat_on_mode_change=False,
     timesync_period_s=10.0,
@@ -143,20 +161,9 @@ ARDUPILOT = FlavorSpec(
 
 FLAVORS = {Flavor.PX4: PX4, Flavor.ARDUPILOT: ARDUPILOT}
 
-_STREAMABLE = (
-    mavlink.MAVLINK_MSG_ID_SYS_STATUS,
-    mavlink.MAVLINK_MSG_ID_ATTITUDE,
-    mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION,
-    mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED,
-    mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT,
-    mavlink.MAVLINK_MSG_ID_HIGHRES_IMU,
-    mavlink.MAVLINK_MSG_ID_BATTERY_STATUS,
-    mavlink.MAVLINK_MSG_ID_HOME_POSITION,
-    mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE,
-    mavlink.MAVLINK_MSG_ID_ODOMETRY,
-    mavlink.MAVLINK_MSG_ID_GPS_RAW_INT,
-    mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT,
-)
+assert set(AP_STREAM_GROUPS) <= set(SR_GROUPS)
+
+_STREAMABLE = STREAMABLE
 _ON_REQUEST = (
     *_STREAMABLE,
     mavlink.MAVLINK_MSG_ID_AUTOPILOT_VERSION,
@@ -203,6 +210,7 @@ class MavlinkVehicle:
         compid: int = 1,
         signing_key: bytes | None = None,
         signing_epoch_s: float = 0.0,
+        home: Home = DEFAULT_HOME,
     ) -> None:
         try:
             self.spec = FLAVORS[Flavor(flavor)]
@@ -222,15 +230,21 @@ class MavlinkVehicle:
         self.compid = compid
         self._signing_key = signing_key
         self._signing_epoch_s = signing_epoch_s
+        self.home = home
         self.counters = VehicleCounters()
         self._sink = _Sink()
         self._new_mav()
+        self.telemetry = TelemetryEncoder(self.mav, autopilot, home, epoch_s=signing_epoch_s)
+        self.missions = MissionProtocol(autopilot, home, self.mav, self._send_mission_current)
         self._reset_streams()
 
     # ------------------------------------------------------------------ setup
     def _new_mav(self) -> None:
         self.mav = mavlink.MAVLink(self._sink, srcSystem=self.sysid, srcComponent=self.compid)
         self.mav.robust_parsing = True
+        if hasattr(self, "telemetry"):
+            self.telemetry.mav = self.mav
+            self.missions.mav = self.mav
         if self._signing_key is not None:
             sig = self.mav.signing
             sig.secret_key = self._signing_key
@@ -241,8 +255,12 @@ class MavlinkVehicle:
 
     def _reset_streams(self) -> None:
         now = self.ap.sim.time_s
-        self._intervals_s: dict[int, float] = {m: 1.0 / hz for m, hz in self.spec.default_streams_hz.items()}
-        self._next_due_s: dict[int, float] = dict.fromkeys(self._intervals_s, now)
+        self.streams = StreamSchedule(self.spec.default_streams_hz, now)
+        if self.spec.flavor is Flavor.ARDUPILOT:
+            # ArduPilot reads its SRx_ stream rates once, when the link starts (GCS_MAVLINK::
+            # initialise_message_intervals_from_streamrates); later PARAM_SETs apply at reboot
+            for group in AP_STREAM_GROUPS:
+                self.streams.set_group(group, self.ap.param(f"SR0_{group}"), now)
         self._next_heartbeat_s = now
         self._next_timesync_s = self.ap.boot_s + self.spec.timesync_period_s
         self._mode_events_seen = self.ap.mode_events
@@ -256,7 +274,7 @@ class MavlinkVehicle:
     @property
     def intervals_s(self) -> dict[int, float]:
         """Current stream intervals by message id (seconds)."""
-        return dict(self._intervals_s)
+        return self.streams.intervals_s
 
     # ------------------------------------------------------------------ I/O
     def receive(self, data: bytes, now_s: float) -> None:
@@ -289,35 +307,35 @@ class MavlinkVehicle:
         self.ap.advance(now_s)
         now = self.ap.sim.time_s
         self._flush_texts(self.ap.take_texts())
+        self.missions.step(now)
+        reached = self.ap.plan.take_reached()
+        for seq in reached:
+            self.mav.send(self.mav.mission_item_reached_encode(seq))
+        if reached:
+            self._send_mission_current()
         if self.spec.heartbeat_on_mode_change and self.ap.mode_events != self._mode_events_seen:
             self._send_heartbeat()
         self._mode_events_seen = self.ap.mode_events
         if now >= self._next_heartbeat_s - 1e-9:
             self._send_heartbeat()
-            self._next_heartbeat_s = _next(self._next_heartbeat_s, 1.0, now)
+            self._next_heartbeat_s = next_deadline(self._next_heartbeat_s, 1.0, now)
         if now >= self._next_timesync_s - 1e-9:
             ns = self._now_ns()
             ts1 = ns + self.sysid if self.spec.flavor is Flavor.ARDUPILOT else ns
             self.mav.send(self.mav.timesync_encode(0, ts1))
-            self._next_timesync_s = _next(self._next_timesync_s, self.spec.timesync_period_s, now)
-        due = [m for m, t in self._next_due_s.items() if now >= t - 1e-9]
+            self._next_timesync_s = next_deadline(self._next_timesync_s, self.spec.timesync_period_s, now)
+        due = self.streams.take_due(now)
         if due:
             meas = self.ap.sim.measure()
             for msgid in due:
                 self._send_stream(msgid, meas)
-                self._next_due_s[msgid] = _next(self._next_due_s[msgid], self._intervals_s[msgid], now)
         out = bytes(self._sink.buf)
         self._sink.buf.clear()
         return out
 
     # ------------------------------------------------------------------ time helpers
-    # The Sim's clock is a sum of float steps; rounding to whole microseconds first keeps 10.0 s
-    # from reading as 9.999999 s (a microsecond clock, like the firmware's micros64()).
     def _boot_us(self) -> int:
-        return max(0, round(self.ap.time_since_boot_s * 1e6))
-
-    def _boot_ms(self) -> int:
-        return self._boot_us() // 1000
+        return self.telemetry.boot_us()
 
     def _now_ns(self) -> int:
         return self._boot_us() * 1000
@@ -374,152 +392,15 @@ class MavlinkVehicle:
         if msg is not None:
             self.mav.send(msg)
 
+    def _send_mission_current(self) -> None:
+        self._send_stream(mavlink.MAVLINK_MSG_ID_MISSION_CURRENT, self.ap.sim.measure())
+
     def _build(self, msgid: int, meas: Measurement) -> mavlink.MAVLink_message | None:
-        ap = self.ap
-        sim = ap.sim
-        valid = bool(meas.valid[0])
-        pos = np.asarray(meas.pos_ned_m)[0] - ap.home_ned_m
-        vel = np.asarray(meas.vel_ned_m_s)[0]
-        q = np.asarray(meas.q_wxyz)[0]
-        rates = np.asarray(meas.rates_frd_rad_s)[0]
-        ms, us = self._boot_ms(), self._boot_us()
-        needs_estimate = msgid in (
-            mavlink.MAVLINK_MSG_ID_ATTITUDE,
-            mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION,
-            mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED,
-            mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT,
-            mavlink.MAVLINK_MSG_ID_ODOMETRY,
-            mavlink.MAVLINK_MSG_ID_HIGHRES_IMU,
-        )
-        if needs_estimate and not valid:
-            return None  # a telemetry dropout: the estimator published nothing this slot
-        if msgid == mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED:
-            return self.mav.local_position_ned_encode(ms, *pos.tolist(), *vel.tolist())
-        if msgid == mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION:
-            return self.mav.attitude_quaternion_encode(ms, *q.tolist(), *rates.tolist())
-        if msgid == mavlink.MAVLINK_MSG_ID_ATTITUDE:
-            roll, pitch, yaw = _euler(q)
-            return self.mav.attitude_encode(ms, roll, pitch, yaw, *rates.tolist())
-        if msgid == mavlink.MAVLINK_MSG_ID_ODOMETRY:
-            q_inv = q * np.array([1.0, -1.0, -1.0, -1.0])
-            vel_frd = quat_rotate(q_inv, vel)
-            cov = [math.nan] + [0.0] * 20
-            return self.mav.odometry_encode(
-                us,
-                mavlink.MAV_FRAME_LOCAL_NED,
-                mavlink.MAV_FRAME_BODY_FRD,
-                *pos.tolist(),
-                q.tolist(),
-                *vel_frd.tolist(),
-                *rates.tolist(),
-                cov,
-                cov,
-                0,
-                mavlink.MAV_ESTIMATOR_TYPE_AUTOPILOT,
-                100,
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_HIGHRES_IMU:
-            acc = np.asarray(meas.acc_ned_m_s2)[0]
-            q_inv = q * np.array([1.0, -1.0, -1.0, -1.0])
-            # an accelerometer measures specific force: acceleration minus gravity, in the body frame
-            f_frd = quat_rotate(q_inv, acc - np.array([0.0, 0.0, 9.80665]))
-            return self.mav.highres_imu_encode(
-                us,
-                *f_frd.tolist(),
-                *rates.tolist(),
-                0.21,
-                0.0,
-                0.42,
-                1013.25,
-                0.0,
-                -float(pos[2]),
-                25.0,
-                0x1FFF,
-                0,
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT:
-            lat, lon = _geodetic(pos)
-            yaw = _euler(q)[2]
-            hdg = round(math.degrees(yaw) % 360.0 * 100) % 36000
-            return self.mav.global_position_int_encode(
-                ms,
-                lat,
-                lon,
-                int((HOME_ALT_AMSL_M - pos[2]) * 1000),
-                int(-pos[2] * 1000),
-                *(round(v * 100) for v in vel),
-                hdg,
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_HOME_POSITION:
-            nan4 = [math.nan] * 4
-            return self.mav.home_position_encode(
-                int(HOME_LAT_DEG * 1e7),
-                int(HOME_LON_DEG * 1e7),
-                int(HOME_ALT_AMSL_M * 1000),
-                0.0,
-                0.0,
-                0.0,
-                nan4,
-                0.0,
-                0.0,
-                0.0,
-                us,
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_GPS_RAW_INT:
-            lat, lon = _geodetic(pos)
-            amsl = int((HOME_ALT_AMSL_M - pos[2]) * 1000)
-            speed = round(math.hypot(vel[0], vel[1]) * 100)
-            cog = round(math.degrees(math.atan2(vel[1], vel[0])) % 360.0 * 100) % 36000
-            return self.mav.gps_raw_int_encode(
-                us, 6, lat, lon, amsl, 121, 200, speed, cog, 10, amsl, 300, 300, 0, 0, 0
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_EKF_STATUS_REPORT:
-            # flags as recorded: 167 before the EKF uses GPS, 831 after (data/ardupilot/flight.tlog)
-            return self.mav.ekf_status_report_encode(
-                831 if ap.ready else 167, 0.0016, 0.00015, 0.00008, 0.03, 0.0, 0.0
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN:
-            return self.mav.gps_global_origin_encode(
-                int(HOME_LAT_DEG * 1e7), int(HOME_LON_DEG * 1e7), int(HOME_ALT_AMSL_M * 1000), us
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_SYS_STATUS:
-            present, enabled, health = self._sensor_bits()
-            volts = float(sim.battery_v[0])
-            return self.mav.sys_status_encode(
-                present,
-                enabled,
-                health,
-                250,
-                int(volts * 1000) & 0xFFFF,
-                -1,
-                self._battery_pct(),
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_BATTERY_STATUS:
-            mv = min(int(float(sim.battery_v[0]) * 1000), 65534)
-            cells = [mv] + [65535] * 9
-            return self.mav.battery_status_encode(
-                0,
-                mavlink.MAV_BATTERY_FUNCTION_ALL,
-                mavlink.MAV_BATTERY_TYPE_LIPO,
-                32767,
-                cells,
-                -1,
-                -1,
-                -1,
-                self._battery_pct(),
-            )
-        if msgid == mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE:
-            return self.mav.extended_sys_state_encode(self.spec.vtol_state, int(ap.landed_state))
         if msgid == mavlink.MAVLINK_MSG_ID_AUTOPILOT_VERSION:
             cap = (
                 mavlink.MAV_PROTOCOL_CAPABILITY_MAVLINK2
                 | mavlink.MAV_PROTOCOL_CAPABILITY_COMMAND_INT
+                | mavlink.MAV_PROTOCOL_CAPABILITY_MISSION_INT
                 | mavlink.MAV_PROTOCOL_CAPABILITY_PARAM_FLOAT
                 | mavlink.MAV_PROTOCOL_CAPABILITY_SET_POSITION_TARGET_LOCAL_NED
                 | mavlink.MAV_PROTOCOL_CAPABILITY_SET_ATTITUDE_TARGET
@@ -534,24 +415,12 @@ class MavlinkVehicle:
                 cap, 0x010E00FF, 0, 0, 0, zeros8, zeros8, zeros8, 0, 0, self.sysid
             )
         if msgid == mavlink.MAVLINK_MSG_ID_HEARTBEAT:
-            base, custom = self.mode_to_custom(ap.mode)
-            base |= _SAFETY_ARMED if ap.armed else 0
+            base, custom = self.mode_to_custom(self.ap.mode)
+            base |= _SAFETY_ARMED if self.ap.armed else 0
             return self.mav.heartbeat_encode(
-                mavlink.MAV_TYPE_QUADROTOR, self.spec.autopilot_id, base, custom, ap.system_status(), 3
+                mavlink.MAV_TYPE_QUADROTOR, self.spec.autopilot_id, base, custom, self.ap.system_status(), 3
             )
-        return None
-
-    def _battery_pct(self) -> int:
-        return int(np.clip(round(float(self.ap.sim.battery_frac[0]) * 100), 0, 100))
-
-    def _sensor_bits(self) -> tuple[int, int, int]:
-        # ArduCopter's values from data/ardupilot/flight.tlog; the pre-arm bit follows readiness
-        present = 0x5371FC2F
-        enabled = 0x5361FC2F if self.ap.armed else 0x52619C2F
-        health = 0x5771FC2F if self.ap.armed else 0x57719C2F
-        if not self.ap.ready:
-            health &= ~mavlink.MAV_SYS_STATUS_PREARM_CHECK
-        return present, enabled, health
+        return self.telemetry.build(msgid, meas)
 
     def _ack(self, command: int, result: MavResult, msg: mavlink.MAVLink_message) -> None:
         self.mav.send(
@@ -602,6 +471,20 @@ class MavlinkVehicle:
                 value = self._decode_param(name, msg.param_value)
                 self.ap.set_param(name, value)
                 self._param_value(name)
+            elif self.spec.flavor is Flavor.PX4:
+                # PX4 mavlink_parameters.cpp: an info text and no PARAM_VALUE; ArduPilot
+                # (GCS_Param.cpp handle_param_set) answers nothing at all
+                self._flush_texts([StatusText(Severity.INFO, f"[pm] unknown param: {name}")])
+        elif kind == "REQUEST_DATA_STREAM":
+            if self.spec.flavor is Flavor.ARDUPILOT and self._for_us(msg.target_system, msg.target_component):
+                self._request_data_stream(
+                    int(msg.req_stream_id), int(msg.req_message_rate), int(msg.start_stop)
+                )
+        elif kind.startswith("MISSION_") and kind != "MISSION_ACK":
+            if self._for_us(msg.target_system, msg.target_component):
+                self.missions.handle(msg, self.ap.sim.time_s)
+        elif kind == "FILE_TRANSFER_PROTOCOL" and self._for_us(msg.target_system, msg.target_component):
+            self._ftp(msg)
 
     def _set_mode(self, mode: Mode) -> MavResult:
         reply = self.ap.set_mode(mode)
@@ -637,7 +520,7 @@ class MavlinkVehicle:
             reply = ap.set_mode(mode)
         elif cmd == mavlink.MAV_CMD_NAV_TAKEOFF:
             if self.spec.flavor is Flavor.PX4:
-                alt = p7 - HOME_ALT_AMSL_M if math.isfinite(p7) else math.nan  # PX4: param7 is AMSL
+                alt = p7 - self.home.alt_amsl_m if math.isfinite(p7) else math.nan  # PX4: param7 is AMSL
             else:
                 alt = p7  # ArduCopter: param7 is the altitude above home
             reply = ap.takeoff(alt)
@@ -655,6 +538,20 @@ class MavlinkVehicle:
                 return
             self._ack(cmd, MavResult.ACCEPTED, msg)
             self._send_stream(msgid, ap.sim.measure())
+            return
+        elif cmd == mavlink.MAV_CMD_GET_HOME_POSITION:
+            self._ack(cmd, MavResult.ACCEPTED, msg)
+            self._send_stream(mavlink.MAVLINK_MSG_ID_HOME_POSITION, ap.sim.measure())
+            return
+        elif cmd == mavlink.MAV_CMD_DO_REPOSITION:
+            reply = self._reposition(msg)
+        elif cmd == mavlink.MAV_CMD_MISSION_START:
+            reply = ap.set_mode(Mode.MISSION)
+        elif cmd == mavlink.MAV_CMD_DO_SET_MISSION_CURRENT:
+            ok = ap.plan.set_current(int(p1))
+            self._ack(cmd, MavResult.ACCEPTED if ok else MavResult.DENIED, msg)
+            if ok:
+                self._send_mission_current()
             return
         elif cmd == mavlink.MAV_CMD_REQUEST_AUTOPILOT_CAPABILITIES:
             self._ack(cmd, MavResult.ACCEPTED, msg)
@@ -676,6 +573,59 @@ class MavlinkVehicle:
             return
         self._deliver(reply.texts, reply.texts_after, lambda: self._ack(cmd, reply.result, msg))
 
+    def _reposition(self, msg: mavlink.MAVLink_message) -> CommandReply:
+        """MAV_CMD_DO_REPOSITION (MAVSDK goto_location): p1 speed (-1 default), x/y lat/lon, z altitude."""
+        is_int = msg.get_type() == "COMMAND_INT"
+        frame = int(msg.frame) if is_int else mavlink.MAV_FRAME_GLOBAL
+        lat = float(msg.x) * 1e-7 if is_int else float(msg.param5)
+        lon = float(msg.y) * 1e-7 if is_int else float(msg.param6)
+        alt = float(msg.z) if is_int else float(msg.param7)
+        if frame not in (
+            mavlink.MAV_FRAME_GLOBAL,
+            mavlink.MAV_FRAME_GLOBAL_INT,
+            mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT,
+            mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+        ):
+            return CommandReply(MavResult.UNSUPPORTED)
+        home_ned = self.ap.home_ned_m
+        north = east = down = math.nan
+        if math.isfinite(lat) and math.isfinite(lon) and not (is_int and msg.x == 0 and msg.y == 0):
+            dn, de = self.home.offset(lat, lon)
+            north, east = float(home_ned[0]) + dn, float(home_ned[1]) + de
+        if math.isfinite(alt):
+            relative = frame in (
+                mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT,
+                mavlink.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
+            )
+            down = float(home_ned[2]) - (alt if relative else alt - self.home.alt_amsl_m)
+        speed = float(msg.param1)
+        return self.ap.goto((north, east, down), speed if speed > 0 else math.nan)
+
+    def _request_data_stream(self, stream_id: int, rate_hz: int, start_stop: int) -> None:
+        """ArduPilot's REQUEST_DATA_STREAM (no ACK): ALL sets every group but PARAMS."""
+        if start_stop not in (0, 1):
+            return
+        rate = rate_hz if start_stop == 1 else 0
+        if stream_id == mavlink.MAV_DATA_STREAM_ALL:
+            groups = list(AP_STREAM_GROUPS)
+        elif stream_id in AP_STREAM_BY_ID:
+            groups = [AP_STREAM_BY_ID[stream_id]]
+        else:
+            return
+        for group in groups:
+            # the in-memory SRx_ value follows, as streamRates[i].set(freq) does (not saved)
+            self.ap.set_param(f"SR0_{group}", rate)
+            self.streams.set_group(group, rate, self.ap.sim.time_s)
+
+    def _ftp(self, msg: mavlink.MAVLink_message) -> None:
+        reply = ftp_reply(bytes(msg.payload))
+        if reply is not None:
+            self.mav.send(
+                self.mav.file_transfer_protocol_encode(
+                    0, msg.get_srcSystem(), msg.get_srcComponent(), list(reply)
+                )
+            )
+
     def _set_interval(self, msgid: int, interval_us: float) -> MavResult:
         if msgid not in _STREAMABLE:
             return self.spec.unsupported_interval_result
@@ -683,20 +633,11 @@ class MavlinkVehicle:
             return MavResult.DENIED
         now = self.ap.sim.time_s
         if interval_us < -0.5:
-            self._intervals_s.pop(msgid, None)
-            self._next_due_s.pop(msgid, None)
-            return MavResult.ACCEPTED
-        if interval_us < 0.5:
-            default_hz = self.spec.default_streams_hz.get(msgid)
-            if default_hz is None:
-                self._intervals_s.pop(msgid, None)
-                self._next_due_s.pop(msgid, None)
-                return MavResult.ACCEPTED
-            interval_s = 1.0 / default_hz
+            self.streams.stop(msgid)
+        elif interval_us < 0.5:
+            self.streams.set_default(msgid, now)
         else:
-            interval_s = max(interval_us * 1e-6, 0.001)
-        self._intervals_s[msgid] = interval_s
-        self._next_due_s[msgid] = now
+            self.streams.set(msgid, max(interval_us * 1e-6, 0.001), now)
         return MavResult.ACCEPTED
 
     def _param_read(self, msg: mavlink.MAVLink_message) -> None:
@@ -756,7 +697,7 @@ class MavlinkVehicle:
             return
         if frame == mavlink.MAV_FRAME_BODY_NED:
             # BODY_NED: axes turned by the vehicle's heading, not its tilt
-            heading = _euler(np.asarray(self.ap.sim.q_wxyz[0]))[2]
+            heading = euler(np.asarray(self.ap.sim.q_wxyz[0]))[2]
             c, s = math.cos(heading), math.sin(heading)
             vec = np.array([c * vec[0] - s * vec[1], s * vec[0] + c * vec[1], vec[2]])
         if not np.all(np.isfinite(vec)):
@@ -797,34 +738,10 @@ class MavlinkVehicle:
             self.counters.ignored_setpoints += 1
 
 
-def _next(due_s: float, interval_s: float, now_s: float) -> float:
-    """Next deadline on the fixed grid; if we fell behind by a whole interval, restart from now."""
-    nxt = due_s + interval_s
-    return nxt if nxt > now_s - 1e-9 else now_s + interval_s
-
-
 def _param_name(raw: bytes | str) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("ascii", errors="replace")
     return raw.split("\x00", 1)[0]
-
-
-def _euler(q: np.ndarray) -> tuple[float, float, float]:
-    """ZYX Euler (roll, pitch, yaw) from a wxyz quaternion."""
-    w, x, y, z = (float(v) for v in q)
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return roll, pitch, yaw
-
-
-def _geodetic(pos_rel_ned_m: np.ndarray) -> tuple[int, int]:
-    """Latitude and longitude (degE7) of a NED offset from home, flat-earth (fine within km)."""
-    lat = HOME_LAT_DEG + math.degrees(float(pos_rel_ned_m[0]) / _EARTH_RADIUS_M)
-    lon = HOME_LON_DEG + math.degrees(
-        float(pos_rel_ned_m[1]) / (_EARTH_RADIUS_M * math.cos(math.radians(HOME_LAT_DEG)))
-    )
-    return round(lat * 1e7), round(lon * 1e7)
 
 
 def make_vehicle(
@@ -837,6 +754,7 @@ def make_vehicle(
     sysid: int = 1,
     signing_key: bytes | None = None,
     signing_epoch_s: float = 0.0,
+    home: Home = DEFAULT_HOME,
 ) -> MavlinkVehicle:
     """Build an :class:`Autopilot` with the flavour's rules over ``sim`` and wrap it.
 
@@ -848,7 +766,7 @@ def make_vehicle(
         ready_delay_s = spec.rules.real_ready_delay_s
     ap = Autopilot(sim, spec.rules, params=params, ready_delay_s=ready_delay_s)
     return MavlinkVehicle(
-        ap, spec.flavor, sysid=sysid, signing_key=signing_key, signing_epoch_s=signing_epoch_s
+        ap, spec.flavor, sysid=sysid, signing_key=signing_key, signing_epoch_s=signing_epoch_s, home=home
     )
 
 
@@ -858,6 +776,7 @@ __all__ = [
     "PX4",
     "Flavor",
     "FlavorSpec",
+    "Home",
     "LandedState",
     "MavlinkVehicle",
     "VehicleCounters",
