@@ -39,6 +39,12 @@ AUTOPILOT_FLAVOURS = ("px4", "ardupilot")
 #: measured at 2 m/s → 1.75 m (≈1.14 m/s², data/ardupilot); 1.0 m/s² keeps us on the safe side.
 SILENCE_DEFAULTS: dict[str, tuple[float, float]] = {"px4": (1.0, 2.0), "ardupilot": (3.0, 1.0)}
 
+#: Seconds beyond the offboard-loss timeout before the autopilot starts braking, per flavour. Measured
+#: over 48 kills of the agent on real PX4 SIH (calib.firmware_kill, docs/safety.md): its failsafe
+#: came 1.10-2.06 s after the last setpoint with COM_OF_LOSS_T = 1.0 (p50 1.45 s), so PX4 gets
+#: 1.1 s; real ArduCopter kept GUID_TIMEOUT and braked (50 kills, travel within the model), 0.2 s.
+FAILSAFE_DELAY_S: dict[str, float] = {"px4": 1.1, "ardupilot": 0.2}
+
 #: Reported when there are no keep-out zones (finite, so an observation clip still applies).
 NO_KEEPOUT_DIST_M = 1.0e3
 
@@ -464,7 +470,8 @@ def _check_inside_autopilot_fence(mission: Mission) -> None:
     if ap.fence is None:
         return
     lim = mission.limits
-    gap = stopping_distance_m(lim.horizontal_m_s, ap.silence_hold_s, ap.brake_decel_m_s2)
+    hold = ap.silence_hold_s + FAILSAFE_DELAY_S[ap.flavour]
+    gap = stopping_distance_m(lim.horizontal_m_s, hold, ap.brake_decel_m_s2)
     inner = np.asarray(mission.geofence.vertices_ne_m)
     outer = MissionGeometry(ap.fence, ())
     dist_in, _ = outer.fence_distance(np.column_stack([inner, np.zeros(len(inner))]))
@@ -478,12 +485,12 @@ def _check_inside_autopilot_fence(mission: Mission) -> None:
         raise MissionError(
             f"the companion geofence is not inside the autopilot's fence by the stopping distance: "
             f"closest approach {worst:.2f} m, need >= {gap:.2f} m (horizontal {lim.horizontal_m_s} m/s "
-            f"kept for {ap.silence_hold_s} s, then braking at {ap.brake_decel_m_s2} m/s²); shrink "
+            f"kept for {hold:g} s, then braking at {ap.brake_decel_m_s2} m/s²); shrink "
             f"[geofence], widen [autopilot.fence] or lower [limits] horizontal_speed_m_s"
         )
     fence = mission.geofence
-    up = stopping_distance_m(lim.up_m_s, ap.silence_hold_s, ap.brake_decel_m_s2)
-    down = stopping_distance_m(lim.down_m_s, ap.silence_hold_s, ap.brake_decel_m_s2)
+    up = stopping_distance_m(lim.up_m_s, hold, ap.brake_decel_m_s2)
+    down = stopping_distance_m(lim.down_m_s, hold, ap.brake_decel_m_s2)
     if fence.ceiling_alt_m + up > ap.fence.ceiling_alt_m:
         raise MissionError(
             f"[geofence] ceiling_alt_m={fence.ceiling_alt_m} is within the stopping distance "
@@ -638,6 +645,7 @@ __all__ = [
     "AUTOPILOT_FLAVOURS",
     "FALLBACK_ACTIONS",
     "SILENCE_DEFAULTS",
+    "FAILSAFE_DELAY_S",
     "AutopilotSpec",
     "FallbackPlan",
     "Fence",

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.errors import ConfigError
-from edge_agent.mission import SILENCE_DEFAULTS, Mission, VehicleSpec
+from edge_agent.mission import FAILSAFE_DELAY_S, SILENCE_DEFAULTS, Mission, VehicleSpec
 
 F64 = NDArray[np.float64]
 
@@ -143,12 +143,14 @@ class SilenceBehavior:
 
     @classmethod
     def for_autopilot(
-        cls, mission: Mission, params: Mapping[str, float] | None = None, brake_delay_s: float = 0.2
+        cls, mission: Mission, params: Mapping[str, float] | None = None, brake_delay_s: float | None = None
     ) -> SilenceBehavior:
         """From the autopilot's own parameter when it answered (``VehicleState.params``), else the mission.
 
         The timeout parameter is COM_OF_LOSS_T (PX4) or GUID_TIMEOUT (ArduPilot); a value that is
-        missing, non-finite or negative falls back to the mission's ``silence_hold_s``.
+        missing, non-finite or negative falls back to the mission's ``silence_hold_s``. The brake
+        starts ``brake_delay_s`` after it, by default the delay measured on that firmware
+        (``edge_agent.mission.FAILSAFE_DELAY_S``).
         """
         ap = mission.autopilot
         hold = ap.silence_hold_s
@@ -159,7 +161,7 @@ class SilenceBehavior:
             hold_last_s=hold,
             brake_decel_m_s2=ap.brake_decel_m_s2,
             brake_decel_z_m_s2=ap.brake_decel_m_s2,
-            brake_delay_s=brake_delay_s,
+            brake_delay_s=FAILSAFE_DELAY_S[ap.flavour] if brake_delay_s is None else brake_delay_s,
             flavour=ap.flavour,
         )
 

@@ -135,15 +135,16 @@ def test_polygon_fence_errors(vertices: list[list[float]], message: str) -> None
 
 
 def test_companion_fence_must_sit_inside_the_autopilots_by_the_stopping_distance() -> None:
-    # 5 m/s kept 1 s, then 2 m/s² → 11.25 m needed; 10 m given.
-    ap = {"kind": "box", "north_min_m": -40, "north_max_m": 40, "east_min_m": -45, "east_max_m": 45}
-    with pytest.raises(MissionError, match=re.escape("closest approach 10.00 m, need >= 11.25 m")):
+    # 5 m/s kept 1 s (COM_OF_LOSS_T) + 1.1 s (PX4's failsafe delay, measured), then 2 m/s² →
+    # 16.75 m needed; 15 m given.
+    ap = {"kind": "box", "north_min_m": -45, "north_max_m": 45, "east_min_m": -50, "east_max_m": 50}
+    with pytest.raises(MissionError, match=re.escape("closest approach 15.00 m, need >= 16.75 m")):
         parse_mission(with_("autopilot.fence", ap))
-    ap["north_min_m"], ap["north_max_m"] = -45, 45
+    ap["north_min_m"], ap["north_max_m"] = -50, 50
     assert parse_mission(with_("autopilot.fence", ap)).autopilot.fence is not None
     with pytest.raises(
         MissionError,
-        match=re.escape("[geofence] ceiling_alt_m=30.0 is within the stopping distance (3.00 m)"),
+        match=re.escape("[geofence] ceiling_alt_m=30.0 is within the stopping distance (5.20 m)"),
     ):
         parse_mission(with_("autopilot.fence", {**ap, "ceiling_alt_m": 32.0}))
 
