@@ -470,8 +470,8 @@ class Runtime:
         barrier's conditions hold; below it every command would be a floor breach. The climb is
         not the policy's, so the shield does not filter it: it never commands a climb at or above
         the mission's ceiling less its altitude margin, slows down as it nears it, and every step
-        is a tick record (``phase`` "climb") so that a flight that never reached the policy still
-        has a log ``edge-agent report`` reads.
+        is a ``climb`` record (a tick record's fields) so that a flight that never reached the
+        policy still has a log ``edge-agent report`` reads.
         """
         assert self.adapter is not None and self.log is not None
         target_down = -self.config.takeoff_alt_m
@@ -500,21 +500,22 @@ class Runtime:
             up = 0.0 if alt is None else min(speed, max(0.0, top_alt - alt))
             setpoint = (0.0, 0.0, -up, 0.0)
             self.adapter.send(VelocityNedYawRate((0.0, 0.0, -up), 0.0))
-            self._climb_record(now, setpoint)
+            self._climb_record(now, setpoint, self.clock())
             if alt is not None and up == 0.0:
                 return  # at the ceiling less its margin: the shielded loop takes over from here
             self.sleep(0.02)
 
-    def _climb_record(self, now: int, setpoint: tuple[float, float, float, float]) -> None:
-        """One climb step as a tick record with the fields ``report`` reads (no policy, no shield)."""
+    def _climb_record(self, now: int, setpoint: tuple[float, float, float, float], done: int) -> None:
+        """One climb step with a tick record's fields (no policy, no shield, no margin): kind
+        ``climb``, so that the report's figures of the policy's flight leave the take-off out and
+        use it only when the policy never flew. Times on the connect clock (``_t``)."""
         assert self.log is not None
         arrays = state_arrays(self.state, now)
         nan = float("nan")
         self.log.write(
             {
-                "k": "tick",
-                "phase": "climb",
-                "t_s": self._t(),
+                "k": "climb",
+                "t_s": (now - self._t0_ns) * 1e-9,
                 "pos_ned_m": arrays.pos_ned_m[0].tolist(),
                 "vel_ned_m_s": arrays.vel_ned_m_s[0].tolist(),
                 "age_s": arrays.signal_age_s[0].tolist(),
@@ -530,7 +531,7 @@ class Runtime:
                 "slack_m": nan,
                 "goal": 0,
                 "infer_us": 0.0,
-                "tick_us": 0.0,
+                "tick_us": (done - now) * 1e-3,
                 "late_us": 0.0,
                 "mode": self.state.mode,
             }

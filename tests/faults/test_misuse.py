@@ -119,9 +119,10 @@ def test_case1_the_takeoff_climb_is_logged_so_a_flight_that_never_reached_the_po
         link.close()
         world.close()
     assert runtime.core is None  # the policy never flew
-    ticks = [r for r in read_log(tmp_path / "f.eal") if r["k"] == "tick"]
-    assert ticks and all(r["phase"] == "climb" for r in ticks)
-    setpoints = np.array([r["setpoint"] for r in ticks])
+    records = list(read_log(tmp_path / "f.eal"))
+    climb = [r for r in records if r["k"] == "climb"]
+    assert climb and not [r for r in records if r["k"] == "tick"]
+    setpoints = np.array([r["setpoint"] for r in climb])
     assert np.all(setpoints[:, 2] <= 0.0) and np.all(setpoints[:, 2] >= -1.5)  # up, at most 1.5 m/s
     flight = load_flight(tmp_path / "f.eal")  # refused ("holds no tick records") before the fix
     assert -flight.pos_ned_m[:, 2].min() > 2.5
@@ -139,6 +140,9 @@ def test_case7_a_flight_cut_by_the_time_limit_exits_with_its_own_code(
         world.close()
     assert not summary.mission_complete and summary.end_reason == "time limit 1 s"
     assert summary.exit_code == ExitCode.TIME_LIMIT == 5
+    # The climb is logged, but the report's figures are the policy's ticks alone.
+    assert any(r["k"] == "climb" for r in read_log(tmp_path / "f.eal"))
+    assert len(load_flight(tmp_path / "f.eal").t_s) == summary.ticks
 
 
 def test_case7_exit_codes_are_distinct_and_documented() -> None:
