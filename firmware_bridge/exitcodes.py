@@ -43,6 +43,20 @@ class ExitCode(IntEnum):
         return cls.SIGTERM if signum == signal.SIGTERM else cls.SIGINT
 
 
+FLIGHT_OUTCOMES: frozenset[int] = frozenset(
+    int(c)
+    for c in (
+        ExitCode.OK,
+        ExitCode.CONTROL_LOST,
+        ExitCode.FALLBACK_LANDED,
+        ExitCode.TIME_LIMIT,
+        ExitCode.LOG_INCOMPLETE,
+    )
+)
+"""``run`` statuses of a flight that took place and printed its summary: a tool that stops its
+flights by ``--max-duration`` (a benchmark, an experiment, the demo) reads the summary for these."""
+
+
 def epilog_table(codes: tuple[ExitCode, ...] = tuple(ExitCode)) -> str:
     """The table for ``--help`` epilogs, one ``  CODE  meaning`` line per code in ``codes``."""
     lines = ["exit status:"]
@@ -62,4 +76,4 @@ _DOCS: dict[ExitCode, str] = {
     ExitCode.SIGTERM: "stopped by SIGTERM",
 }
 
-__all__ = ["ExitCode", "epilog_table"]
+__all__ = ["FLIGHT_OUTCOMES", "ExitCode", "epilog_table"]
