@@ -187,10 +187,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)
-    if args.protocol == "mavlink" and signing is None:
-        print(UNSIGNED_WARNING, file=sys.stderr)
-    for problem in guarantees(bundle.manifest).problems:
-        print(f"edge-agent run: WARNING: {problem}", file=sys.stderr)
     link = open_flight_link(args.link)
     runtime = Runtime(
         bundle,
@@ -207,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # Last before connecting (so a Ctrl-C from here on is the loop's): what the flight lacks.
+    if args.protocol == "mavlink" and signing is None:
+        print(UNSIGNED_WARNING, file=sys.stderr, flush=True)
+    for problem in guarantees(bundle.manifest).problems:
+        print(f"edge-agent run: WARNING: {problem}", file=sys.stderr, flush=True)
     try:
         summary = runtime.run()
     except StopRequested as exc:

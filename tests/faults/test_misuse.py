@@ -165,7 +165,7 @@ def test_case7_ctrl_c_while_waiting_for_the_first_heartbeat_stops_at_once(
         assert proc.stderr is not None
         deadline = time.monotonic() + 60.0
         seen = ""
-        while UNSIGNED_WARNING not in seen:  # printed just before the link opens: the wait is next
+        while UNSIGNED_WARNING not in seen:  # printed once the signal handlers are in: the wait is next
             ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
             assert ready, f"no unsigned-link warning within 60 s: {seen!r}"
             line = proc.stderr.readline()
