@@ -182,3 +182,23 @@ def test_case7_ctrl_c_while_waiting_for_the_first_heartbeat_stops_at_once(
     rest = proc.stderr.read()
     assert rc == ExitCode.SIGINT == 130, rest
     assert "stopped before taking control (signal SIGINT); nothing was commanded" in rest
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, ExitCode.SIGTERM), (signal.SIGINT, ExitCode.SIGINT)]
+)
+def test_case7_sitl_stopped_by_a_signal_exits_with_the_signal_code(signum: int, code: ExitCode) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edge_agent.cli", "sitl", "--flavor", "px4", "--link", "udpin://127.0.0.1:0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60.0)
+        assert ready and "ready" in proc.stdout.readline()
+        time.sleep(1.0)  # "ready" comes just before the runner (and its SIGTERM handler) starts
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=10.0)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == code, proc.stderr.read() if proc.stderr else ""
