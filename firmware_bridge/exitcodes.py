@@ -6,7 +6,7 @@ A script flying the agent reads the status to know what happened without parsing
 mission complete (or a command that did what it was asked), every other outcome has its own code.
 A flight has one end (control lost, fallback landing, signal, time limit or mission complete);
 a log that lost records turns only a mission complete into :attr:`ExitCode.LOG_INCOMPLETE`
-(a full disk during a fallback landing is still 4: the vehicle's fate matters more).
+(a full disk during a fallback landing is still 5: the vehicle's fate matters more).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ class ExitCode(IntEnum):
     """The command line does not parse (argparse's own status)."""
     CONTROL_LOST = 3
     """run: the autopilot or the pilot took control away (mode change, failsafe); the agent let go."""
-    FALLBACK_LANDED = 4
-    """run: the shield's fallback landed the vehicle before the mission completed."""
-    TIME_LIMIT = 5
+    TIME_LIMIT = 4
     """run: ``--max-duration`` ran out before the mission completed; the end action was commanded."""
+    FALLBACK_LANDED = 5
+    """run: the shield's fallback landed the vehicle before the mission completed."""
     LOG_INCOMPLETE = 6
     """run: the flight log lost records (disk full or failing): the record of the flight is not whole."""
     SIGINT = 128 + signal.SIGINT
@@ -48,8 +48,8 @@ FLIGHT_OUTCOMES: frozenset[int] = frozenset(
     for c in (
         ExitCode.OK,
         ExitCode.CONTROL_LOST,
-        ExitCode.FALLBACK_LANDED,
         ExitCode.TIME_LIMIT,
+        ExitCode.FALLBACK_LANDED,
         ExitCode.LOG_INCOMPLETE,
     )
 )
@@ -69,8 +69,8 @@ _DOCS: dict[ExitCode, str] = {
     ExitCode.ERROR: "start-up or input error: nothing flown or written",
     ExitCode.USAGE: "the command line does not parse",
     ExitCode.CONTROL_LOST: "control lost: the autopilot or the pilot took over",
-    ExitCode.FALLBACK_LANDED: "landed by the shield's fallback before the mission completed",
     ExitCode.TIME_LIMIT: "--max-duration ran out before the mission completed",
+    ExitCode.FALLBACK_LANDED: "landed by the shield's fallback before the mission completed",
     ExitCode.LOG_INCOMPLETE: "the flight log lost records (disk full or failing)",
     ExitCode.SIGINT: "stopped by Ctrl-C (SIGINT)",
     ExitCode.SIGTERM: "stopped by SIGTERM",

@@ -138,7 +138,7 @@ def measure_loop(
             raise BenchError(f"`edge-agent run` did not finish within {limit:.0f} s")
         out, err = run.communicate()
         lines = [x for x in out.splitlines() if x.startswith("{")]
-        if run.returncode not in FLIGHT_OUTCOMES or not lines:  # 5: stopped by --max-duration
+        if run.returncode not in FLIGHT_OUTCOMES or not lines:  # 4: stopped by --max-duration
             raise BenchError(
                 f"`edge-agent run` exited with {run.returncode}: {err.strip().splitlines()[-1:] or out[-300:]}"
             )

@@ -115,7 +115,7 @@ def fly(
                 f"`edge-agent run` did not finish within {timeout_s:g} s; raise timeout_s"
             ) from exc
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-        if out.returncode not in FLIGHT_OUTCOMES or not lines:  # 5: stopped by --max-duration
+        if out.returncode not in FLIGHT_OUTCOMES or not lines:  # 4: stopped by --max-duration
             raise FlightError(
                 f"`edge-agent run` failed (status {out.returncode}): {(out.stdout + out.stderr)[-600:]}"
             )

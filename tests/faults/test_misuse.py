@@ -139,7 +139,7 @@ def test_case7_a_flight_cut_by_the_time_limit_exits_with_its_own_code(
         link.close()
         world.close()
     assert not summary.mission_complete and summary.end_reason == "time limit 1 s"
-    assert summary.exit_code == ExitCode.TIME_LIMIT == 5
+    assert summary.exit_code == ExitCode.TIME_LIMIT == 4
     # The climb is logged, but the report's figures are the policy's ticks alone.
     assert any(r["k"] == "climb" for r in read_log(tmp_path / "f.eal"))
     assert len(load_flight(tmp_path / "f.eal").t_s) == summary.ticks
