@@ -186,8 +186,7 @@ def vecnormalize_beside(model_path: Path) -> list[Path]:
     """VecNormalize files next to an SB3 ``.zip`` (its folder, and the folder named after it as the
     RL Zoo saves them), which an export without ``--vecnormalize`` would silently leave out."""
     folders = [model_path.parent, model_path.parent / model_path.stem]
-    found = [p for d in folders if d.is_dir() for p in sorted(d.glob("*.pkl")) if is_vecnormalize_file(p)]
-    return found
+    return [p for d in folders if d.is_dir() for p in sorted(d.glob("*.pkl")) if is_vecnormalize_file(p)]
 
 
 def normalize(obs: NDArray[np.floating], stats: ObsNormStats) -> F32:
