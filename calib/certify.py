@@ -8,7 +8,6 @@ rerun never flies an episode twice. Results do not depend on the chunking (see c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import subprocess
@@ -24,8 +23,9 @@ from numpy.typing import NDArray
 from calib.rollout import FAILURE_DEFINITIONS, EpisodeResults, failure_names, run_episodes
 from calib.scenario import ScenarioSpec, scenario_hash, scenario_mission, thrust_to_weight_floor
 from calib.stats import clopper_pearson_upper, cvar
-from edge_agent.bundle import MANIFEST_NAME, canonical_json, load_bundle
+from edge_agent.bundle import MANIFEST_NAME, load_bundle
 from edge_agent.errors import BundleError, ConfigError
+from edge_agent.guarantees import calibration_sha256, flight_body_sha256
 from edge_agent.policy import PolicyRunner
 
 IID_STATEMENT = (
@@ -38,15 +38,23 @@ CVAR_LEVEL = 0.95
 """CVaR of the minimum distance: the mean of the worst 5 % of episodes."""
 
 
-def bundle_hash(bundle_dir: str | Path) -> str:
-    """SHA-256 of everything in the manifest that changes how the bundle flies (not the certificate)."""
+def _raw_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     path = Path(bundle_dir) / MANIFEST_NAME
     try:
-        raw = json.loads(path.read_text(encoding="ascii"))
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="ascii"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read {path} to hash the bundle: {exc}; pass a bundle folder") from exc
-    body = {k: v for k, v in raw.items() if k not in ("certificate", "manifest_sha256")}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return raw
+
+
+def bundle_hash(bundle_dir: str | Path) -> str:
+    """SHA-256 of everything in the manifest that changes how the bundle flies (not the certificate)."""
+    return flight_body_sha256(_raw_manifest(bundle_dir))
+
+
+def bundle_calibration_sha256(bundle_dir: str | Path) -> str:
+    """Digest of the bundle's calibration section ("none" without one), as the certificate records it."""
+    return calibration_sha256(_raw_manifest(bundle_dir).get("calibration"))
 
 
 class ChunkRunner:
@@ -254,13 +262,16 @@ def certificate_section(
     shield_enabled: bool,
     bundle_sha: str,
     code: dict[str, str | bool] | None = None,
+    calibration_sha: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest's ``certificate`` section."""
+    """The manifest's ``certificate`` section; ``bundle_sha`` and ``calibration_sha`` say what it covers
+    (edge_agent.guarantees checks them against the bundle)."""
     return {
         "scenario": spec.to_dict(),
         "scenario_hash": scenario_hash(spec),
         "thrust_to_weight_floor": thrust_to_weight_floor(spec),
         "bundle_hash": bundle_sha,
+        "calibration_sha256": calibration_sha,
         "n": summary.n,
         "k": summary.k,
         "beta": summary.beta,

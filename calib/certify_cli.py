@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from calib.certify import (
     CVAR_LEVEL,
     ProgressFile,
+    bundle_calibration_sha256,
     bundle_hash,
     certificate_section,
     code_version,
@@ -22,12 +24,17 @@ from calib.certify import (
 from calib.rollout import EpisodeResults
 from calib.scenario import load_scenario, scenario_hash, thrust_to_weight_floor
 from calib.stats import episodes_needed
-from edge_agent.bundle import write_manifest_section
+from edge_agent.bundle import load_bundle, write_manifest_section
 from edge_agent.errors import ConfigError
+from firmware_bridge.exitcodes import ExitCode, epilog_table
+
+EPILOG = epilog_table((ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.SIGINT))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
     parser.add_argument("bundle", type=Path, help="bundle folder (made by `edge-agent export`)")
     parser.add_argument(
         "--scenarios", type=Path, required=True, help="scenario TOML file (docs/certification.md)"
@@ -50,12 +57,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every option checked before any episode flies; ConfigError names the option and the fix."""
+    if not (math.isfinite(args.beta) and 0.0 < args.beta < 1.0):
+        raise ConfigError(
+            f"--beta must lie strictly between 0 and 1 (the bound holds with confidence 1 − β; 1e-6 is "
+            f"the default), got {args.beta:g}"
+        )
+    if args.episodes < 1:
+        raise ConfigError(
+            f"--episodes must be at least 1, got {args.episodes}; ε ≤ 1e-3 at β = {args.beta:g} needs "
+            f"N ≥ {episodes_needed(1e-3, args.beta)} failure-free episodes"
+        )
+    if args.batch < 1:
+        raise ConfigError(f"--batch is the number of vehicles flown side by side, >= 1; got {args.batch}")
+    if not args.scenarios.is_file():
+        raise ConfigError(
+            f"scenario file {str(args.scenarios)!r} does not exist; pass a scenario TOML "
+            f"(docs/certification.md), e.g. examples/scenarios/demo.toml"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the campaign, print the figures, write the certificate and the results file."""
-    if not 0.0 < args.beta < 1.0:
-        raise ConfigError(f"--beta must lie strictly between 0 and 1, got {args.beta}")
+    check_options(args)
+    load_bundle(args.bundle)  # a bad bundle is named now, not after the first chunk
     spec = load_scenario(args.scenarios)
     s_hash, b_hash = scenario_hash(spec), bundle_hash(args.bundle)
+    cal_hash = bundle_calibration_sha256(args.bundle)
     shield = not args.no_shield
     bundle = Path(args.bundle)
     key = {"scenario_hash": s_hash, "bundle_hash": b_hash, "shield_enabled": shield}
@@ -121,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wall {wall:.1f} s for the episodes flown now; {ticks} agent ticks in all")
 
-    section = certificate_section(spec, summary, shield_enabled=shield, bundle_sha=b_hash, code=code)
+    section = certificate_section(
+        spec, summary, shield_enabled=shield, bundle_sha=b_hash, code=code, calibration_sha=cal_hash
+    )
     results_path = args.results or bundle.parent / f"{bundle.name}.certify.json"
     results_path.write_text(
         json.dumps({"certificate": section, "wall_s": wall, "episodes": res.to_lists()}, indent=None) + "\n",

@@ -185,16 +185,20 @@ def load_flight(path: str | os.PathLike[str]) -> Flight:
     header: dict[str, Any] | None = None
     events: list[dict[str, Any]] = []
     ticks: list[dict[str, Any]] = []
+    climb: list[dict[str, Any]] = []
     for rec in read_log(p):
         kind = rec["k"]
         if kind == "header":
             header = rec
         elif kind == "tick":
             ticks.append(rec)
+        elif kind == "climb":
+            climb.append(rec)
         elif kind == "event":
             events.append(rec)
     assert header is not None  # read_log guarantees the header comes first
     mission = mission_from_header(header)
+    ticks = ticks or climb  # a flight that ended in the take-off climb: report the climb itself
     if not ticks:
         names = ", ".join(str(e.get("name")) for e in events) or "none"
         raise FlightLogError(

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_agent.errors import EdgeAgentError
+from firmware_bridge.exitcodes import ExitCode
 
 # name -> (module, one-line help). Order is the order --help lists them.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     top = _parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         top.parse_args(argv)  # prints help or the error, and exits
-        return 2
+        return ExitCode.USAGE
     name, rest = argv[0], argv[1:]
     module_name, help_text = SUBCOMMANDS[name]
     try:
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Install the workstation extras: pip install 'edge-agent[export,calib]'",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.USAGE
     parser = argparse.ArgumentParser(prog=f"edge-agent {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
@@ -73,12 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args))
     except EdgeAgentError as exc:
         print(f"edge-agent {name}: error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.SIGINT
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
-        return 0
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.bundle import GOLDEN_TOLERANCE, Bundle, SignatureStatus, load_bundle, signature_status
+from edge_agent.guarantees import guarantees
 from edge_agent.keys import read_key
 
 
@@ -101,6 +102,7 @@ def render(bundle: Bundle, signature: SignatureStatus | None = None) -> str:
     if signature is not None:
         signer = "" if signature.signer is None else f", key {signature.signer}"
         lines += [f"signature: {signature.state}{signer}", f"  {signature.detail}"]
+    lines += ["", *guarantees(m).lines()]
     return "\n".join(lines)
 
 

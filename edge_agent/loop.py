@@ -43,16 +43,19 @@ import numpy as np
 
 from edge_agent.agent import AgentCore, build_agent
 from edge_agent.bundle import Bundle
-from edge_agent.errors import ActivationError, ConfigError
+from edge_agent.errors import ActivationError, ConfigError, EdgeAgentError
 from edge_agent.fallback import Stage
 from edge_agent.flightlog import FlightLog, LogLimits
+from edge_agent.guarantees import valid_certificate
 from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
+from edge_agent.preflight import check_takeoff_alt
 from edge_agent.shield import Reason
 from edge_agent.vehicle import describe, identity, mismatch
 from firmware_bridge.adapters import ArduPilotGuided, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
+from firmware_bridge.exitcodes import ExitCode
 from firmware_bridge.links import Link, ReconnectingLink
 from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind, stream_rates_for
 from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
@@ -153,6 +156,16 @@ class RunSummary:
     longest_hold_s: float = 0.0
     log_records_dropped: int = 0
     """Flight-log records lost to a full or failing disk."""
+    exit_code: ExitCode = ExitCode.OK
+    """What the end of the flight means as a process status (firmware_bridge.exitcodes)."""
+
+
+class StopRequested(EdgeAgentError):
+    """A stop (a signal) came before the agent took control: nothing was commanded."""
+
+    def __init__(self, reason: str, code: ExitCode) -> None:
+        super().__init__(f"stopped before taking control ({reason}); nothing was commanded")
+        self.code = code
 
 
 class LatencyHistogram:
@@ -213,6 +226,8 @@ class Runtime:
         self.period_ns = round(1e9 / self.rate_hz)
         self.log_path = Path(log_path)
         self._stop_reason: str | None = None
+        self._stop_code = ExitCode.SIGINT
+        check_takeoff_alt(self.config.takeoff_alt_m, mission)
         self.custom: CustomFirmware | None = None
         self.session: MavlinkSession | None = None
         if protocol == "custom":
@@ -233,9 +248,10 @@ class Runtime:
 
     # -- the outside world -------------------------------------------------------------------
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the loop to finish safely at the next tick (signal handlers call this)."""
-        self._stop_reason = reason
+    def request_stop(self, reason: str, code: ExitCode = ExitCode.SIGINT) -> None:
+        """Ask the loop to finish safely at the next tick (signal handlers call this); while it
+        still waits for the autopilot, it stops at once. ``code`` becomes the summary's exit code."""
+        self._stop_reason, self._stop_code = reason, code
 
     def _poll(self, now_ns: int) -> None:
         if self.session is not None:
@@ -325,7 +341,7 @@ class Runtime:
                     f"{self.config.connect_timeout_s:.0f} s: {hint}"
                 )
             if self._stop_reason is not None:
-                raise ActivationError(f"stopped while waiting for the autopilot: {self._stop_reason}")
+                raise StopRequested(self._stop_reason, self._stop_code)
             self.sleep(0.01)
 
     def _status(self, text: str, end: str = "\r") -> None:
@@ -451,10 +467,15 @@ class Runtime:
 
         PX4 OFFBOARD activation arms on the ground; ArduPilot's adapter already took off. The
         policy and the shield take over only above the mission's altitude floor, where the
-        barrier's conditions hold; below it every command would be a floor breach.
+        barrier's conditions hold; below it every command would be a floor breach. The climb is
+        not the policy's, so the shield does not filter it: it never commands a climb at or above
+        the mission's ceiling less its altitude margin, slows down as it nears it, and every step
+        is a ``climb`` record (a tick record's fields) so that a flight that never reached the
+        policy still has a log ``edge-agent report`` reads.
         """
-        assert self.adapter is not None
+        assert self.adapter is not None and self.log is not None
         target_down = -self.config.takeoff_alt_m
+        top_alt = self.mission.geofence.ceiling_alt_m - self.mission.margins.altitude_m
         speed = min(self.mission.limits.up_m_s, 1.5)
         start = self.clock()
         while True:
@@ -463,6 +484,8 @@ class Runtime:
             pos = self.state.pos_ned_m
             if pos is not None and pos.value[2] <= target_down + 0.3:
                 return
+            if self._stop_reason is not None:
+                return  # the first tick finishes the flight with the end action
             lost = self.adapter.check_control(self.state, now)
             if lost is not None:
                 raise ActivationError(f"control lost during the climb: {lost.reason} (mode {lost.mode})")
@@ -471,8 +494,48 @@ class Runtime:
                     f"the vehicle did not climb to {self.config.takeoff_alt_m:.1f} m within 30 s; "
                     f"check thrust, the autopilot's mode, and --takeoff-alt"
                 )
-            self.adapter.send(VelocityNedYawRate((0.0, 0.0, -speed), 0.0))
+            alt = None if pos is None else -pos.value[2]
+            # Never up at or above the ceiling less its margin (slower as it nears it); without a
+            # position nothing tells how far the ceiling is, so hold.
+            up = 0.0 if alt is None else min(speed, max(0.0, top_alt - alt))
+            setpoint = (0.0, 0.0, -up, 0.0)
+            self.adapter.send(VelocityNedYawRate((0.0, 0.0, -up), 0.0))
+            self._climb_record(now, setpoint, self.clock())
+            if alt is not None and up == 0.0:
+                return  # at the ceiling less its margin: the shielded loop takes over from here
             self.sleep(0.02)
+
+    def _climb_record(self, now: int, setpoint: tuple[float, float, float, float], done: int) -> None:
+        """One climb step with a tick record's fields (no policy, no shield, no margin): kind
+        ``climb``, so that the report's figures of the policy's flight leave the take-off out and
+        use it only when the policy never flew. Times on the connect clock (``_t``)."""
+        assert self.log is not None
+        arrays = state_arrays(self.state, now)
+        nan = float("nan")
+        self.log.write(
+            {
+                "k": "climb",
+                "t_s": (now - self._t0_ns) * 1e-9,
+                "pos_ned_m": arrays.pos_ned_m[0].tolist(),
+                "vel_ned_m_s": arrays.vel_ned_m_s[0].tolist(),
+                "age_s": arrays.signal_age_s[0].tolist(),
+                "raw_action": list(setpoint),
+                "setpoint": list(setpoint),
+                "layer": 0,
+                "reason": 0,
+                "stage": 0,
+                "margin_m": 0.0,
+                "score_m": nan,
+                "miscoverage": nan,
+                "alarm": False,
+                "slack_m": nan,
+                "goal": 0,
+                "infer_us": 0.0,
+                "tick_us": (done - now) * 1e-3,
+                "late_us": 0.0,
+                "mode": self.state.mode,
+            }
+        )
 
     def _build(self) -> AgentCore:
         deadline = self.config.deadline_frac / self.rate_hz
@@ -497,7 +560,7 @@ class Runtime:
             "rate_hz": self.rate_hz,
             "mission": _mission_record(self.mission),
             "shield_enabled": self.config.shield_enabled,
-            "certificate": dict(m.certificate) if m.certificate else None,
+            "certificate": dict(cert) if (cert := valid_certificate(m)) else None,  # never a stale ε
             "calibration": dict(m.calibration) if m.calibration else None,
             "autopilot": self.state.autopilot.name,
             "params": dict(self.state.params),
@@ -536,6 +599,9 @@ class Runtime:
             gc.unfreeze()  # back to normal for whoever runs next in this process (tests)
             self._set_healthy(False)
             self.log.close()
+        self.summary.log_records_dropped = max(self.summary.log_records_dropped, self.log.dropped)
+        if self.summary.log_records_dropped and self.summary.exit_code == ExitCode.OK:
+            self.summary.exit_code = ExitCode.LOG_INCOMPLETE  # the flight went well, its record did not
         return self.summary
 
     # -- flying ---------------------------------------------------------------------------------
@@ -588,7 +654,7 @@ class Runtime:
                 s.control_lost = f"{lost.reason} (mode {lost.mode})"
                 log.event(t, "control_lost", mode=lost.mode, armed=lost.armed, reason=lost.reason)
                 self._gcs_text(_WARNING, f"edge-agent: control lost to {lost.mode}; not taking it back")
-                self._finish(t, "control lost: " + lost.reason, command_end=False)
+                self._finish(t, "control lost: " + lost.reason, ExitCode.CONTROL_LOST, command_end=False)
                 return
             link_ok[0] = st.link_up and (now - st.heartbeat_stamp_ns) < hb_timeout_ns
             arrays = state_arrays(st, now)
@@ -651,17 +717,19 @@ class Runtime:
             self._last_stage = stage
 
             if stage == _STAGE_LAND and st.landed_state == LandedState.ON_GROUND:
-                self._finish(t, "landed by the shield's fallback", command_end=False)
+                self._finish(
+                    t, "landed by the shield's fallback", ExitCode.FALLBACK_LANDED, command_end=False
+                )
                 break
             if d.mission_complete[0]:
                 s.mission_complete = True
-                self._finish(t, "mission complete")
+                self._finish(t, "mission complete", ExitCode.OK)
                 break
             if self._stop_reason is not None:
-                self._finish(t, self._stop_reason)
+                self._finish(t, self._stop_reason, self._stop_code)
                 break
             if t > self.config.max_duration_s:
-                self._finish(t, f"time limit {self.config.max_duration_s:.0f} s")
+                self._finish(t, f"time limit {self.config.max_duration_s:.0f} s", ExitCode.TIME_LIMIT)
                 break
 
     _last_stage: int = 0
@@ -732,10 +800,11 @@ class Runtime:
         )
         self.session.send_named_value_float("EA_INTERV", float(sum(s.interventions.values())))
 
-    def _finish(self, t: float, reason: str, *, command_end: bool = True) -> None:
+    def _finish(self, t: float, reason: str, code: ExitCode, *, command_end: bool = True) -> None:
         """End the flight leaving the vehicle safe; never re-enter the external mode afterwards."""
         assert self.log is not None
         self.summary.end_reason = reason
+        self.summary.exit_code = code
         self.log.event(t, "finish", reason=reason)
         if command_end:
             # Hold still while the end command is acknowledged, then hand over to the autopilot.

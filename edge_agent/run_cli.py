@@ -12,9 +12,12 @@ from typing import Any
 
 from edge_agent.bundle import load_bundle, read_key_file
 from edge_agent.errors import ConfigError
-from edge_agent.loop import END_ACTIONS, LoopConfig, Runtime
+from edge_agent.guarantees import guarantees
+from edge_agent.loop import END_ACTIONS, LoopConfig, Runtime, StopRequested
 from edge_agent.mission import load_mission
+from edge_agent.preflight import check_flight_settings
 from firmware_bridge.errors import BridgeError
+from firmware_bridge.exitcodes import ExitCode, epilog_table
 from firmware_bridge.links import ReconnectingLink
 from firmware_bridge.mavlink_codec import SigningConfig
 from firmware_bridge.session import SessionConfig
@@ -31,7 +34,31 @@ stops commanding and never takes control back.
 A lost link (cable out, TCP reset) is reopened with backoff while the agent holds; the flight
 goes on only if the vehicle is still in OFFBOARD/GUIDED when the link is back (docs/safety.md).
 With --public-key the agent refuses bundles not signed by that key (`edge-agent sign`); with
---signing-key every MAVLink frame is signed and unsigned or wrongly signed frames are dropped."""
+--signing-key every MAVLink frame is signed and unsigned or wrongly signed frames are dropped.
+
+Every setting is checked against the mission before the link opens: --takeoff-alt must lie in
+the mission's altitude band less its altitude margin, --rate above 2 Hz, --max-duration > 0.
+
+"""
+EPILOG += epilog_table(
+    (
+        ExitCode.OK,
+        ExitCode.ERROR,
+        ExitCode.USAGE,
+        ExitCode.CONTROL_LOST,
+        ExitCode.TIME_LIMIT,
+        ExitCode.FALLBACK_LANDED,
+        ExitCode.LOG_INCOMPLETE,
+        ExitCode.SIGINT,
+        ExitCode.SIGTERM,
+    )
+)
+UNSIGNED_WARNING = (
+    "edge-agent run: WARNING: the MAVLink link is unsigned: any program that can write to it can "
+    "pose as the autopilot (one forged HEARTBEAT ends the flight) or command the vehicle; turn "
+    "signing on (PX4: MAV_SIGN_CFG=1 and its key; ArduPilot: SETUP_SIGNING, e.g. MAVProxy `signing "
+    "setup`) and pass the same key as --signing-key HEX"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, help="control rate, Hz (default: the bundle's)")
     parser.add_argument("--log", default="flight.eal", help="flight log path (default: %(default)s)")
     parser.add_argument(
-        "--takeoff-alt", type=float, default=5.0, help="take-off height, m (default: %(default)s)"
+        "--takeoff-alt",
+        type=float,
+        default=5.0,
+        help="take-off height, m above the origin, inside the mission's altitude band (default: %(default)s)",
     )
     parser.add_argument("--max-duration", type=float, default=math.inf, help="stop after this many seconds")
     parser.add_argument(
@@ -134,11 +164,17 @@ def open_flight_link(url: str) -> ReconnectingLink:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fly; exit status 0 when the flight ended as planned."""
+    """Fly; the exit status says how the flight ended (the table in the epilog, docs/safety.md)."""
     public_key = None if args.public_key is None else read_key_file(args.public_key, what="public key")
     signing = parse_signing_key(args.signing_key, args.protocol)
     bundle = load_bundle(args.bundle, public_key=public_key)
     mission = load_mission(args.mission)
+    check_flight_settings(
+        mission,
+        takeoff_alt_m=args.takeoff_alt,
+        rate_hz=args.rate if args.rate is not None else bundle.manifest.control_rate_hz,
+        max_duration_s=args.max_duration,
+    )
     config = LoopConfig(
         rate_hz=args.rate,
         takeoff_alt_m=args.takeoff_alt,
@@ -163,12 +199,20 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def _stop(signum: int, _frame: Any) -> None:
-        runtime.request_stop(f"signal {signal.Signals(signum).name}")
+        runtime.request_stop(f"signal {signal.Signals(signum).name}", ExitCode.for_signal(signum))
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # Last before connecting (so a Ctrl-C from here on is the loop's): what the flight lacks.
+    if args.protocol == "mavlink" and signing is None:
+        print(UNSIGNED_WARNING, file=sys.stderr, flush=True)
+    for problem in guarantees(bundle.manifest).problems:
+        print(f"edge-agent run: WARNING: {problem}", file=sys.stderr, flush=True)
     try:
         summary = runtime.run()
+    except StopRequested as exc:
+        print(f"edge-agent run: {exc}", file=sys.stderr)
+        return int(exc.code)
     finally:
         link.close()
     if args.json:
@@ -180,4 +224,4 @@ def run(args: argparse.Namespace) -> int:
             f"tick p50/p99 {summary.tick_latency_us_p50:.0f}/{summary.tick_latency_us_p99:.0f} µs; "
             f"log {summary.log_path}"
         )
-    return 0 if summary.control_lost is None else 3
+    return int(summary.exit_code)

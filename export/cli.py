@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=SB3_ALGOS, help="SB3 algorithm of --sb3 (required with --sb3)")
     parser.add_argument("--vecnormalize", type=Path, help="SB3 VecNormalize file saved with the model")
     parser.add_argument(
+        "--no-vecnormalize",
+        action="store_true",
+        help="export without VecNormalize statistics although a VecNormalize .pkl lies beside the model",
+    )
+    parser.add_argument(
         "--weights", type=Path, help="state_dict for --module (torch.save; loaded weights-only)"
     )
     parser.add_argument(
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             spec,
             args.out,
             vecnormalize_path=args.vecnormalize,
+            no_vecnormalize=args.no_vecnormalize,
             recorded_obs=recorded,
             n_random=args.n_random,
             quantize=args.quantize,
@@ -118,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.force,
         )
     else:
-        if args.vecnormalize is not None or args.algo is not None:
-            raise ConfigError("--vecnormalize and --algo apply to --sb3 only")
+        if args.vecnormalize is not None or args.no_vecnormalize or args.algo is not None:
+            raise ConfigError("--vecnormalize, --no-vecnormalize and --algo apply to --sb3 only")
         report = export_module(
             _load_module(args.module, args.weights),
             spec,

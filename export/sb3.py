@@ -2,16 +2,30 @@
 
 The bundle's graph reproduces ``predict(obs, deterministic=True)`` exactly as SB3 computes it,
 plus what SB3 keeps outside the policy: VecNormalize's observation statistics (read from SB3's
-own saved file) in front, and the unscale from the env's Box[-1, 1]^A to the spec's physical
-bounds behind. SAC's tanh squash (and gSDE's, where used) stays in the graph; PPO's Gaussian mean
-is clipped as ``predict`` clips it. The parity reference is SB3's own ``predict``, not our
-re-implementation of it.
+own saved file) in front, and the map to the spec's physical bounds behind. SB3's
+``BasePolicy.predict`` ends, for a Box action space [low, high], in ``unscale_action`` (low +
+(a + 1)/2 · (high − low)) for squashed policies (SAC, TD3, gSDE with squash_output) and in a clip
+to [low, high] otherwise (PPO's Gaussian mean); the graph does the same, for any finite Box:
+
+- ``module_output = "normalized"`` (the default): the env's Box is [-1, 1]^A and the spec's
+  bounds are the physical range it is unscaled to;
+- ``module_output = "physical"``: the env's Box *is* the physical range (asymmetric bounds as SB3
+  users often have), and the spec's bounds must equal it.
+
+The parity reference is SB3's own ``predict``, not our re-implementation of it. Before loading,
+the ``.zip`` is read as data (never unpickled) to say in words what it holds when ``--algo``
+does not match, and a VecNormalize file lying beside it must be passed or waived explicitly:
+exporting without the statistics the policy was trained with gives grossly wrong actions.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import pickle
+import pickletools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +36,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from edge_agent.errors import ConfigError, ExportError
-from export.graph import ActionUnscale, FeedForwardGraph, ObsNormalizer
+from export.graph import ActionClip, ActionUnscale, FeedForwardGraph, ObsNormalizer
 from export.module import physical_from_normalized
 from export.pipeline import F32, F64, ExportReport, Reference, build_bundle
 from export.spec import ExportSpec
@@ -50,12 +64,73 @@ def _algo_class(algo: str) -> Any:
     return {"ppo": sb3.PPO, "sac": sb3.SAC, "td3": sb3.TD3}[name]
 
 
+_POLICY_MODULES = {
+    "stable_baselines3.sac.policies": "sac",
+    "stable_baselines3.td3.policies": "td3",
+    "stable_baselines3.dqn.policies": "dqn",
+}
+
+
+def _pickle_strings(blob: bytes, limit: int = 64) -> list[str]:
+    """The strings a pickle names (module and class names), read without running it."""
+    out: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            if isinstance(arg, str) and op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "GLOBAL"):
+                out.extend(arg.split(" ") if op.name == "GLOBAL" else [arg])
+                if len(out) >= limit:
+                    break
+    except (ValueError, EOFError, IndexError):  # a cut or foreign stream: what was read so far
+        pass
+    return out
+
+
+def identify_sb3(path: Path) -> tuple[str | None, str]:
+    """What an SB3 ``.zip`` holds, read as data: (algo key or None, a description in words).
+
+    SB3 saves the policy class pickled inside the JSON ``data`` entry; its module and class names
+    are read from the pickle's opcodes, and PPO is told from A2C by PPO's own hyper-parameters.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+        blob = base64.b64decode(data["policy_class"][":serialized:"])
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError):
+        return None, "not a Stable-Baselines3 model file (no readable 'data' entry with a policy class)"
+    names = _pickle_strings(blob)
+    module = next((n for n in names if "." in n and n.endswith("policies")), "")
+    cls = next((n for n in names if n and n[0].isupper()), "?")
+    algo = _POLICY_MODULES.get(module)
+    if module == "stable_baselines3.common.policies":
+        algo = "ppo" if "clip_range" in data and "n_epochs" in data else "a2c"
+    elif algo is None and module.startswith("sb3_contrib."):
+        algo = module.split(".")[1]
+    name = (algo or "unknown").upper()
+    return algo, f"a Stable-Baselines3 {name} model (policy {module or '?'}.{cls})"
+
+
+def _check_algo(path: Path, algo: str) -> None:
+    found, what = identify_sb3(path)
+    if found is None:
+        if what.startswith("not a"):
+            raise ConfigError(f"{str(path)!r} is {what}; pass the .zip written by model.save()")
+        return  # an unknown policy module: let SB3's own loader judge
+    if found == algo.lower():
+        return
+    if found in SB3_ALGOS:
+        fix = f"pass --algo {found}"
+    else:
+        fix = f"the exporter reads {', '.join(a.upper() for a in SB3_ALGOS)} models only"
+    raise ConfigError(f"{str(path)!r} is {what}, not {algo.upper()}: {fix}")
+
+
 def load_sb3(path: Path | str, algo: str) -> Any:
-    """Load an SB3 model from its ``.zip`` on the CPU."""
+    """Load an SB3 model from its ``.zip`` on the CPU (``algo`` checked against what the file holds)."""
     cls = _algo_class(algo)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"SB3 model {str(path)!r} does not exist; pass the .zip written by model.save()")
+    _check_algo(path, algo)
     try:
         return cls.load(str(path), device="cpu")
     except Exception as exc:  # SB3 raises many types for a wrong or corrupt zip
@@ -90,6 +165,28 @@ def load_vecnormalize(path: Path | str) -> ObsNormStats | None:
     if not vec.norm_obs:
         return None  # SB3 passes observations through untouched: nothing to fold in
     return ObsNormStats(mean, var, float(vec.epsilon), float(vec.clip_obs))
+
+
+_MAX_PKL_BYTES = 64 << 20
+"""Pickles larger than this beside a model are not VecNormalize files (those are a few kB)."""
+
+
+def is_vecnormalize_file(path: Path) -> bool:
+    """Whether ``path`` is a pickled VecNormalize (by the names in its opcodes; nothing is run)."""
+    try:
+        if path.stat().st_size > _MAX_PKL_BYTES:
+            return False
+        names = _pickle_strings(path.read_bytes(), limit=4096)
+    except OSError:
+        return False
+    return "VecNormalize" in names or {"obs_rms", "clip_obs"} <= set(names)
+
+
+def vecnormalize_beside(model_path: Path) -> list[Path]:
+    """VecNormalize files next to an SB3 ``.zip`` (its folder, and the folder named after it as the
+    RL Zoo saves them), which an export without ``--vecnormalize`` would silently leave out."""
+    folders = [model_path.parent, model_path.parent / model_path.stem]
+    return [p for d in folders if d.is_dir() for p in sorted(d.glob("*.pkl")) if is_vecnormalize_file(p)]
 
 
 def normalize(obs: NDArray[np.floating], stats: ObsNormStats) -> F32:
@@ -152,6 +249,7 @@ class _Td3Actor(nn.Module):
 
 
 def _check_spaces(model: Any, spec: ExportSpec) -> None:
+    """The env's spaces against the spec: sizes, a finite Box, and what ``module_output`` says it means."""
     from gymnasium import spaces
 
     obs_space, act_space = model.observation_space, model.action_space
@@ -165,18 +263,54 @@ def _check_spaces(model: Any, spec: ExportSpec) -> None:
             f"the SB3 model's action space is {act_space} but the spec's action kind "
             f"{spec.action_kind!r} has {spec.action_size} elements"
         )
-    if not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+    low, high = np.asarray(act_space.low, np.float64), np.asarray(act_space.high, np.float64)
+    box = f"Box({low.tolist()}, {high.tolist()})"
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ExportError(
-            f"the SB3 model's action space is Box({act_space.low.tolist()}, {act_space.high.tolist()}) but "
-            f"the exporter expects Box[-1, 1]^{spec.action_size} with physical bounds in the spec; train "
-            f"with a normalised action space (the usual SB3 advice) or rescale in a wrapper"
+            f"the SB3 model's action space is {box}: SB3's predict neither clips nor rescales an unbounded "
+            f"action, so the bundle could not bound it; train with finite action bounds"
         )
+    unit = bool(np.all(low == -1.0) and np.all(high == 1.0))
+    spec_low = np.asarray(spec.action_low, np.float32).astype(np.float64)
+    spec_high = np.asarray(spec.action_high, np.float32).astype(np.float64)
+    same = bool(np.array_equal(low, spec_low) and np.array_equal(high, spec_high))
+    if spec.module_output == "normalized" and not unit:
+        hint = (
+            'set module_output = "physical" in the spec (its action bounds already equal the env\'s)'
+            if same
+            else f'set module_output = "physical" and the spec\'s action low/high to {low.tolist()} / '
+            f"{high.tolist()}"
+        )
+        raise ExportError(
+            f"the SB3 model's action space is {box}, so its predict returns actions in those units, not "
+            f'in [-1, 1] as module_output = "normalized" says; {hint}'
+        )
+    if spec.module_output == "physical" and not same:
+        raise ExportError(
+            f'module_output = "physical" says the SB3 model\'s actions are physical, but its action space '
+            f"{box} differs from the spec's bounds {spec_low.tolist()} / {spec_high.tolist()}; set the "
+            f"spec's action low/high to the env's Box (or train in Box[-1, 1] with module_output = "
+            f'"normalized")'
+        )
+
+
+def _post(policy: Any, spec: ExportSpec) -> nn.Module:
+    """SB3's ``predict`` tail, then the map to physical units (see the module docstring)."""
+    if spec.module_output == "normalized":
+        # Box[-1, 1]: unscale_action is the identity and the clip is ActionUnscale's own clamp.
+        return ActionUnscale(spec.action_low, spec.action_high)
+    if policy.squash_output:
+        # low + (a + 1)/2 · (high − low), a = tanh(·) in [-1, 1], so the clamp changes nothing.
+        return ActionUnscale(spec.action_low, spec.action_high)
+    return ActionClip(spec.action_low, spec.action_high)
 
 
 def _sb3_reference(model: Any, spec: ExportSpec, stats: ObsNormStats | None) -> Reference:
     def reference(obs: F32, state: F32 | None) -> tuple[F64, F64 | None]:
         x = obs if stats is None else normalize(obs, stats)
         action, _ = model.predict(x, deterministic=True)
+        if spec.module_output == "physical":
+            return np.asarray(action, dtype=np.float64), None
         return physical_from_normalized(action, spec), None
 
     return reference
@@ -193,6 +327,7 @@ def export_sb3(
     out_dir: Path | str,
     *,
     vecnormalize_path: Path | str | None = None,
+    no_vecnormalize: bool = False,
     recorded_obs: NDArray[np.floating] | None = None,
     n_random: int = 10_000,
     quantize: bool = False,
@@ -202,15 +337,27 @@ def export_sb3(
     """Export an SB3 PPO/SAC/TD3 ``.zip`` (and optional VecNormalize file) as a verified bundle.
 
     The bundle's output equals ``low + (predict(obs, deterministic=True) + 1) / 2 · (high − low)``
-    where ``predict`` includes the VecNormalize step; observations are raw (unnormalised).
+    (``module_output = "normalized"``, env Box[-1, 1]) or ``predict(obs, deterministic=True)``
+    itself (``"physical"``, env Box = the spec's bounds), where ``predict`` includes the
+    VecNormalize step; observations are raw (unnormalised). A VecNormalize file beside the model
+    must be passed as ``vecnormalize_path`` or waived with ``no_vecnormalize=True``.
     """
     if spec.recurrent_state_size:
         raise ConfigError(
             "SB3 PPO/SAC/TD3 policies are feed-forward; set recurrent_state_size = 0 in the spec"
         )
-    if spec.module_output != "normalized":
-        raise ConfigError('SB3 policies act in Box[-1, 1]; set module_output = "normalized" in the spec')
     model_path = Path(model_path)
+    if vecnormalize_path is not None and no_vecnormalize:
+        raise ConfigError("--vecnormalize and --no-vecnormalize contradict each other; pass one of them")
+    if vecnormalize_path is None and not no_vecnormalize:
+        beside = vecnormalize_beside(model_path)
+        if beside:
+            raise ConfigError(
+                f"{str(beside[0])!r} beside {str(model_path)!r} is a VecNormalize file: SB3 keeps the "
+                f"observation statistics the policy was trained with outside the model, and a bundle "
+                f"exported without them acts on unnormalised observations (grossly wrong actions); pass "
+                f"--vecnormalize {beside[0]} (or --no-vecnormalize if this model was trained without it)"
+            )
     model = load_sb3(model_path, algo)
     _check_spaces(model, spec)
     policy = model.policy
@@ -229,7 +376,7 @@ def export_sb3(
             )
         normalizer = ObsNormalizer(stats.mean, stats.var, stats.epsilon, stats.clip_obs)
         source["vecnormalize"].update(epsilon=stats.epsilon, clip_obs=stats.clip_obs)
-    graph = FeedForwardGraph(core, ActionUnscale(spec.action_low, spec.action_high), normalizer)
+    graph = FeedForwardGraph(core, _post(policy, spec), normalizer)
     return build_bundle(
         graph,
         _sb3_reference(model, spec, stats),
@@ -244,4 +391,14 @@ def export_sb3(
     )
 
 
-__all__ = ["SB3_ALGOS", "ObsNormStats", "export_sb3", "load_sb3", "load_vecnormalize", "normalize"]
+__all__ = [
+    "SB3_ALGOS",
+    "ObsNormStats",
+    "export_sb3",
+    "identify_sb3",
+    "is_vecnormalize_file",
+    "load_sb3",
+    "load_vecnormalize",
+    "normalize",
+    "vecnormalize_beside",
+]

@@ -3,7 +3,7 @@
 One frozen :class:`ExportSpec`, built in Python or loaded from TOML for ``edge-agent export``::
 
     control_rate_hz = 50.0
-    module_output = "normalized"       # or "physical" (nn.Module exports only)
+    module_output = "normalized"       # or "physical" (actions already physical; docs/bundle.md)
     recurrent_state_size = 0           # > 0: forward(obs, state_in) -> (action, state_out)
     recurrent_cell = "gru"             # gru | lstm (h and c concatenated) | custom
 
@@ -85,7 +85,8 @@ class ExportSpec:
     action_names: tuple[str, ...] = ()
     """Element names; empty means the kind's defaults (``edge_agent.bundle.ACTION_KINDS``)."""
     module_output: str = "normalized"
-    """nn.Module exports: ``normalized`` (forward returns [-1, 1], the graph unscales) or ``physical``."""
+    """``normalized`` (forward / SB3 predict returns [-1, 1], the graph unscales) or ``physical``
+    (already in the spec's bounds; for SB3, the env's Box equals them)."""
     recurrent_state_size: int = 0
     """> 0 for recurrent policies: width H of ``state_in``/``state_out``."""
     recurrent_cell: str = "custom"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from firmware_bridge.errors import LinkError
+from firmware_bridge.exitcodes import ExitCode, epilog_table
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
 from sitl.custom_vehicle import make_custom_vehicle
 from sitl.disturbance import Battery, Disturbances, Faults
@@ -40,6 +41,10 @@ class SitlOptionError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``sitl`` subcommand's options."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = epilog_table(
+        (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, ExitCode.SIGINT, ExitCode.SIGTERM)
+    )
     parser.add_argument(
         "--flavor",
         choices=("px4", "ardupilot", "custom"),
@@ -228,12 +233,12 @@ def connect_hint(link: Link) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulator until the duration ends or Ctrl-C / SIGTERM; 1 on a bad option."""
+    """Run the simulator until the duration ends (0) or Ctrl-C (130) / SIGTERM (143); 1 on a bad option."""
     try:
-        return _run(args)
+        return int(_run(args))
     except SitlOptionError as exc:
         print(f"edge-agent sitl: error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -250,6 +255,7 @@ def _run(args: argparse.Namespace) -> int:
         link = open_link(args.link)
     except LinkError as exc:
         raise SitlOptionError(f"cannot open --link {args.link!r}: {exc}") from None
+    code = ExitCode.OK
     with link:
         print(f"SITL ({args.flavor}) ready: {connect_hint(link)}", flush=True)
         if args.lockstep:
@@ -257,12 +263,18 @@ def _run(args: argparse.Namespace) -> int:
             stats = runner_l.run_for(args.duration if args.duration is not None else math.inf)
         else:
             runner = RealtimeRunner(vehicle, link, speed=args.speed)
-            previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+
+            def _term(*_: Any) -> None:
+                nonlocal code
+                code = ExitCode.SIGTERM
+                runner.stop()
+
+            previous = signal.signal(signal.SIGTERM, _term)
             try:
                 stats = runner.run(duration_s=args.duration)
             except KeyboardInterrupt:
                 runner.stop()
-                stats = None
+                stats, code = None, ExitCode.SIGINT
             finally:
                 signal.signal(signal.SIGTERM, previous)
         if stats is not None:
@@ -272,4 +284,4 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    return 0
+    return code

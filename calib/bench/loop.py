@@ -29,6 +29,7 @@ import numpy as np
 from calib.bench import skipped
 from edge_agent.errors import EdgeAgentError
 from edge_agent.flightlog import read_log
+from firmware_bridge.exitcodes import FLIGHT_OUTCOMES
 
 _HINT = re.compile(r"connect to (serial://\S+)")
 
@@ -137,7 +138,7 @@ def measure_loop(
             raise BenchError(f"`edge-agent run` did not finish within {limit:.0f} s")
         out, err = run.communicate()
         lines = [x for x in out.splitlines() if x.startswith("{")]
-        if run.returncode != 0 or not lines:
+        if run.returncode not in FLIGHT_OUTCOMES or not lines:  # 4: stopped by --max-duration
             raise BenchError(
                 f"`edge-agent run` exited with {run.returncode}: {err.strip().splitlines()[-1:] or out[-300:]}"
             )

@@ -41,6 +41,7 @@ from calib.logs import scores_from_logs
 from calib.scenario import load_scenario
 from edge_agent.bundle import load_bundle
 from edge_agent.errors import CalibrationError, EdgeAgentError
+from firmware_bridge.exitcodes import FLIGHT_OUTCOMES
 
 F64 = npt.NDArray[np.float64]
 
@@ -114,7 +115,7 @@ def fly(
                 f"`edge-agent run` did not finish within {timeout_s:g} s; raise timeout_s"
             ) from exc
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-        if out.returncode != 0 or not lines:
+        if out.returncode not in FLIGHT_OUTCOMES or not lines:  # 4: stopped by --max-duration
             raise FlightError(
                 f"`edge-agent run` failed (status {out.returncode}): {(out.stdout + out.stderr)[-600:]}"
             )

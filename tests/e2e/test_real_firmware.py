@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from edge_agent.mission import load_mission
+from firmware_bridge.exitcodes import FLIGHT_OUTCOMES
 from sitl.firmware import FirmwareSitl, unavailable_reason
 from sitl.firmware_observer import Observer, Track
 from tests.e2e.conftest import REPO, edge_agent, env
@@ -131,7 +132,7 @@ def test_adversarial_policy_on_real_firmware_never_breaches(kind: str, bundles: 
     need(kind)
     mission = load_mission(MISSIONS[kind])
     result, track, summary, _ = fly(kind, bundles / "adversary", tmp_path, max_duration_s=45.0)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode in FLIGHT_OUTCOMES, result.stderr[-3000:]  # a flight, however it ended
     verdict = judge(mission, track, airborne_from_s=float("inf"), airborne_until_s=float("inf"))
     print(
         f"{kind} adversary: {summary.get('end_reason')}; interventions {summary.get('interventions')}; {verdict}"

@@ -118,7 +118,7 @@ def test_action_space_other_than_unit_box_is_refused(tmp_path: Path) -> None:
     model = TD3("MlpPolicy", DummyVecEnv([WideActionEnv]), policy_kwargs=dict(NET), device="cpu")
     model.save(tmp_path / "m.zip")
     with pytest.raises(
-        ExportError, match=re.escape("the exporter expects Box[-1, 1]^4 with physical bounds in the spec")
+        ExportError, match=re.escape('not in [-1, 1] as module_output = "normalized" says; set module_output')
     ):
         export_sb3(tmp_path / "m.zip", "td3", make_spec(), tmp_path / "b")
     assert not (tmp_path / "b").exists()

@@ -1,0 +1,88 @@
+"""Checks of one flight's settings against the mission, before any link is opened.
+
+Every number given on the command line that moves the vehicle or bounds the flight is checked
+here against the mission it is flown with, so that a typo (``--takeoff-alt 100`` under a 30 m
+ceiling, ``--takeoff-alt -5``) is refused on the ground, never discovered in the air. The mission
+file's own fields are validated by :mod:`edge_agent.mission`; the ones that relate two of them
+for the take-off and the fallback are checked here as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edge_agent.errors import ConfigError
+from edge_agent.mission import Mission
+
+MIN_STREAM_RATE_HZ = 2.0
+"""PX4 leaves (or refuses) OFFBOARD when the setpoint stream is not faster than 2 Hz (REFERENCE.md)."""
+
+
+def takeoff_band_m(mission: Mission) -> tuple[float, float]:
+    """The take-off heights (up-positive, metres above the origin) the mission allows: the
+    geofence's altitude band less the altitude margin, and above the ground."""
+    fence, margin = mission.geofence, mission.margins.altitude_m
+    low = max(fence.floor_alt_m + margin, 0.0)
+    high = fence.ceiling_alt_m - margin
+    ap_fence = mission.autopilot.fence
+    if ap_fence is not None:
+        high = min(high, ap_fence.ceiling_alt_m - margin)
+    return low, high
+
+
+def check_takeoff_alt(takeoff_alt_m: float, mission: Mission) -> None:
+    """Refuse a take-off height outside the mission's altitude band (ConfigError naming band and fix)."""
+    low, high = takeoff_band_m(mission)
+    fence = mission.geofence
+    band = (
+        f"the mission's altitude band is {fence.floor_alt_m:g}–{fence.ceiling_alt_m:g} m (floor–ceiling) "
+        f"with a {mission.margins.altitude_m:g} m altitude margin, so take-off heights {low:g}–{high:g} m "
+        f"are allowed"
+    )
+    if not math.isfinite(takeoff_alt_m):
+        raise ConfigError(f"--takeoff-alt must be a finite height in metres, got {takeoff_alt_m}; {band}")
+    if takeoff_alt_m <= 0.0:
+        raise ConfigError(
+            f"--takeoff-alt {takeoff_alt_m:g} m is not above the ground (heights are up-positive, metres "
+            f"above the origin); {band}: pass --takeoff-alt within it"
+        )
+    if takeoff_alt_m > high:
+        raise ConfigError(
+            f"--takeoff-alt {takeoff_alt_m:g} m is above the mission's ceiling: {band}; pass --takeoff-alt "
+            f"within it, or raise ceiling_alt_m in the mission's [geofence] (and the autopilot's fence)"
+        )
+    if takeoff_alt_m < low:
+        raise ConfigError(
+            f"--takeoff-alt {takeoff_alt_m:g} m is below the mission's floor: {band}; pass --takeoff-alt "
+            f"within it (the shield takes over only inside the band), or lower floor_alt_m in [geofence]"
+        )
+
+
+def check_flight_settings(
+    mission: Mission,
+    *,
+    takeoff_alt_m: float,
+    rate_hz: float,
+    max_duration_s: float,
+) -> None:
+    """Every physical setting of one flight against the mission; ConfigError on the first bad one."""
+    check_takeoff_alt(takeoff_alt_m, mission)
+    if not rate_hz > MIN_STREAM_RATE_HZ:
+        raise ConfigError(
+            f"--rate {rate_hz:g} Hz is too slow: the autopilot needs setpoints faster than "
+            f"{MIN_STREAM_RATE_HZ:g} Hz to stay in OFFBOARD/GUIDED; leave --rate out (the bundle's rate)"
+        )
+    if math.isnan(max_duration_s) or max_duration_s <= 0.0:
+        raise ConfigError(
+            f"--max-duration must be a positive number of seconds (leave it out for no limit), got "
+            f"{max_duration_s:g}"
+        )
+    plan, limits = mission.fallback, mission.limits
+    if plan.land_speed_m_s > limits.down_m_s:
+        raise ConfigError(
+            f"the mission's [fallback] land_speed_m_s {plan.land_speed_m_s:g} m/s exceeds its [limits] "
+            f"down_speed_m_s {limits.down_m_s:g} m/s; lower the landing speed or raise the limit"
+        )
+
+
+__all__ = ["MIN_STREAM_RATE_HZ", "check_flight_settings", "check_takeoff_alt", "takeoff_band_m"]

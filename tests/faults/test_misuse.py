@@ -1,0 +1,204 @@
+"""Misuse of ``edge-agent run`` (issue 18, cases 1 and 7): settings the mission cannot allow are
+refused before the link opens, the take-off climb is bounded and logged, every end of a flight has
+its own exit status, and Ctrl-C stops an agent still waiting for the autopilot."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fault_world import World
+
+from calib.report import load_flight
+from edge_agent.bundle import load_bundle
+from edge_agent.cli import main
+from edge_agent.errors import ActivationError
+from edge_agent.flightlog import read_log
+from edge_agent.loop import LoopConfig, Runtime
+from edge_agent.mission import load_mission
+from edge_agent.run_cli import UNSIGNED_WARNING
+from firmware_bridge.exitcodes import ExitCode
+from firmware_bridge.links import ReconnectingLink
+from firmware_bridge.session import SessionConfig
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+MISSION = ROOT / "examples" / "missions" / "demo.toml"  # floor 2 m, ceiling 30 m, margin 0.5 m
+
+
+def _run(bundle: Path, tmp_path: Path, *extra: str) -> int:
+    # A link that cannot be opened: a refusal must come before it is tried.
+    link = f"serial://{tmp_path}/no-such-tty"
+    args = ["run", "--bundle", str(bundle), "--mission", str(MISSION), "--link", link, *extra]
+    return main([*args, "--log", str(tmp_path / "f.eal")])
+
+
+@pytest.mark.parametrize(
+    ("alt", "message"),
+    [
+        (
+            "100",
+            "--takeoff-alt 100 m is above the mission's ceiling: the mission's altitude band is 2–30 m "
+            "(floor–ceiling) with a 0.5 m altitude margin, so take-off heights 2.5–29.5 m are allowed; "
+            "pass --takeoff-alt within it",
+        ),
+        ("-5", "--takeoff-alt -5 m is not above the ground"),
+        ("2.2", "--takeoff-alt 2.2 m is below the mission's floor"),
+        ("nan", "--takeoff-alt must be a finite height in metres, got nan"),
+    ],
+)
+def test_case1_takeoff_outside_the_mission_band_is_refused_before_the_link_opens(
+    goal_seeker: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], alt: str, message: str
+) -> None:
+    assert _run(goal_seeker, tmp_path, "--takeoff-alt", alt) == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert message in err and "cannot open --link" not in err, err
+    assert not (tmp_path / "f.eal").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (("--max-duration", "0"), "--max-duration must be a positive number of seconds"),
+        (("--max-duration", "nan"), "--max-duration must be a positive number of seconds"),
+        (("--rate", "1.5"), "--rate 1.5 Hz is too slow: the autopilot needs setpoints faster than 2 Hz"),
+    ],
+)
+def test_case1_family_every_flight_setting_is_checked_before_the_link_opens(
+    goal_seeker: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: tuple[str, str],
+    message: str,
+) -> None:
+    assert _run(goal_seeker, tmp_path, *option) == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert message in err and "cannot open --link" not in err, err
+
+
+def _runtime(world: World, bundle: Path, log: Path, **config: float) -> tuple[Runtime, ReconnectingLink]:
+    link = ReconnectingLink(world.agent_url, clock=world.clock)
+    runtime = Runtime(
+        load_bundle(bundle),
+        load_mission(HERE / "faults.toml"),
+        link,
+        config=LoopConfig(rate_hz=50.0, **config),
+        log_path=log,
+        clock=world.clock,
+        sleep=world.sleep,
+        session_config=SessionConfig(),
+        timer=lambda: world.clock() * 1e-9,
+    )
+    return runtime, link
+
+
+def test_case1_the_takeoff_climb_is_logged_so_a_flight_that_never_reached_the_policy_has_a_report(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    # The autopilot reboots half-way up: the flight ends in the climb, before the policy ever ran.
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=6.0)
+
+    def half_way() -> bool:
+        pos = runtime.state.pos_ned_m
+        return pos is not None and pos.value[2] < -3.0
+
+    world.when(half_way, world.vehicle.reboot)
+    try:
+        with pytest.raises(ActivationError, match=re.escape("control lost during the climb")):
+            runtime.run()
+    finally:
+        link.close()
+        world.close()
+    assert runtime.core is None  # the policy never flew
+    records = list(read_log(tmp_path / "f.eal"))
+    climb = [r for r in records if r["k"] == "climb"]
+    assert climb and not [r for r in records if r["k"] == "tick"]
+    setpoints = np.array([r["setpoint"] for r in climb])
+    assert np.all(setpoints[:, 2] <= 0.0) and np.all(setpoints[:, 2] >= -1.5)  # up, at most 1.5 m/s
+    flight = load_flight(tmp_path / "f.eal")  # refused ("holds no tick records") before the fix
+    assert -flight.pos_ned_m[:, 2].min() > 2.5
+
+
+def test_case7_a_flight_cut_by_the_time_limit_exits_with_its_own_code(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=4.0, max_duration_s=1.0)
+    try:
+        summary = runtime.run()
+    finally:
+        link.close()
+        world.close()
+    assert not summary.mission_complete and summary.end_reason == "time limit 1 s"
+    assert summary.exit_code == ExitCode.TIME_LIMIT == 4
+    # The climb is logged, but the report's figures are the policy's ticks alone.
+    assert any(r["k"] == "climb" for r in read_log(tmp_path / "f.eal"))
+    assert len(load_flight(tmp_path / "f.eal").t_s) == summary.ticks
+
+
+def test_case7_exit_codes_are_distinct_and_documented() -> None:
+    codes = [int(c) for c in ExitCode]
+    assert len(set(codes)) == len(codes)
+    safety = (ROOT / "docs" / "safety.md").read_text(encoding="utf-8")
+    for code in ExitCode:
+        assert re.search(rf"^\| {int(code)} \| `{code.name}` \|", safety, re.M), code.name
+
+
+def test_case7_ctrl_c_while_waiting_for_the_first_heartbeat_stops_at_once(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    # Nobody answers on this UDP port: the agent waits for a HEARTBEAT (15 s before it gives up).
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edge_agent.cli", "run", "--bundle", str(goal_seeker)]
+    cmd += ["--mission", str(MISSION), "--link", "udpin://127.0.0.1:0", "--log", str(tmp_path / "f.eal")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60.0
+        seen = ""
+        while UNSIGNED_WARNING not in seen:  # printed once the signal handlers are in: the wait is next
+            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no unsigned-link warning within 60 s: {seen!r}"
+            line = proc.stderr.readline()
+            assert line, f"the agent exited early: {seen!r}"
+            seen += line
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=5.0)
+        assert time.monotonic() - sent < 2.0
+    finally:
+        proc.kill()
+        proc.wait()
+    rest = proc.stderr.read()
+    assert rc == ExitCode.SIGINT == 130, rest
+    assert "stopped before taking control (signal SIGINT); nothing was commanded" in rest
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, ExitCode.SIGTERM), (signal.SIGINT, ExitCode.SIGINT)]
+)
+def test_case7_sitl_stopped_by_a_signal_exits_with_the_signal_code(signum: int, code: ExitCode) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edge_agent.cli", "sitl", "--flavor", "px4", "--link", "udpin://127.0.0.1:0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60.0)
+        assert ready and "ready" in proc.stdout.readline()
+        time.sleep(1.0)  # "ready" comes just before the runner (and its SIGTERM handler) starts
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=10.0)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == code, proc.stderr.read() if proc.stderr else ""
