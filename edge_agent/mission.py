@@ -643,9 +643,9 @@ def load_mission(path: str | Path) -> Mission:
 
 __all__ = [
     "AUTOPILOT_FLAVOURS",
+    "FAILSAFE_DELAY_S",
     "FALLBACK_ACTIONS",
     "SILENCE_DEFAULTS",
-    "FAILSAFE_DELAY_S",
     "AutopilotSpec",
     "FallbackPlan",
     "Fence",
