@@ -35,7 +35,7 @@ import numpy as np
 
 from calib.stats import clopper_pearson_upper
 from edge_agent.flightlog import FlightLogError, read_log
-from edge_agent.mission import Mission, load_mission
+from edge_agent.mission import FAILSAFE_DELAY_S, Mission, load_mission
 from sitl.firmware import FirmwareSitl
 from sitl.firmware_observer import Observer, Track
 
@@ -248,7 +248,8 @@ def campaign(
     results: list[Kill] = []
     with FirmwareSitl(kind, workdir=workdir / "fw", boot_speedup=boot_speedup, params=params) as fw:
         observer = Observer(fw, fw.vehicles[0])
-        hold_s = mission.autopilot.silence_hold_s
+        # What the shield assumes: the last setpoint kept for the timeout plus the failsafe's delay.
+        hold_s = mission.autopilot.silence_hold_s + FAILSAFE_DELAY_S[mission.autopilot.flavour]
         for trial in range(kills):
             bundle = bundles / ("adversary" if trial % 2 == 0 else "goal_seeker")
             # The adversary is at full speed toward a zone or the fence in its first seconds (later the

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edge_agent.mission import load_mission
-from firmware_bridge.exitcodes import FLIGHT_OUTCOMES
+from firmware_bridge.exitcodes import FLIGHT_OUTCOMES, ExitCode
 from sitl.firmware import FirmwareSitl, unavailable_reason
 from sitl.firmware_observer import Observer, Track
 from tests.e2e.conftest import REPO, edge_agent, env
@@ -161,7 +161,7 @@ def test_each_end_choice_does_what_its_name_says_on_real_firmware(
     result, track, summary, ended = fly(
         kind, bundles / "goal_seeker", tmp_path, "--end", end, max_duration_s=8.0, watch_after_s=6.0
     )
-    assert result.returncode in (0, 4), result.stderr[-3000:]  # 4: time limit (docs/safety.md exit codes)
+    assert result.returncode in (ExitCode.OK, ExitCode.TIME_LIMIT), result.stderr[-3000:]
     after = [(t, mode, armed) for t, mode, armed in track.modes if t > ended]
     assert after and after[-1][1] in modes, (after[-3:], summary)
     pos = track.positions(since_s=ended)
