@@ -70,7 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--link",
         required=True,
-        help="flight-controller link: serial:///dev/ttyACM0?baud=921600, udpin://HOST:PORT, udp://, tcp://, tcpin://",
+        help="flight-controller link: serial:///dev/ttyACM0?baud=921600, /dev/ttyUSB0,57600, udpin://HOST:PORT, "
+        "udp://:14540 (listen), udpout://HOST:PORT, tcp://HOST:PORT, tcpin://, and the pymavlink forms "
+        "(udpin:/udp:/udpout:/tcp:HOST:PORT); the table of forms is in docs/bridge.md",
+    )
+    parser.add_argument(
+        "--target-system",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fly the vehicle whose autopilot has MAVLink sysid N (several on one link); default: the first heard",
     )
     parser.add_argument("--protocol", choices=("mavlink", "custom"), default="mavlink")
     parser.add_argument("--rate", type=float, default=None, help="control rate, Hz (default: the bundle's)")
@@ -187,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)
+    try:
+        session_config = SessionConfig(signing=signing, target_sysid=args.target_system)
+    except BridgeError as exc:
+        raise ConfigError(f"--target-system: {exc}") from None
     link = open_flight_link(args.link)
     runtime = Runtime(
         bundle,
@@ -195,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         config=config,
         log_path=args.log,
-        session_config=SessionConfig(signing=signing),
+        session_config=session_config,
     )
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--link",
         default="pty://",
-        help="link URL: pty:// (default), udpin://HOST:PORT, tcpin://HOST:PORT, serial://DEV, udp://, tcp://",
+        help="link URL: pty:// (default), udpin://HOST:PORT (listen), tcpin://HOST:PORT, udpout://HOST:PORT "
+        "(send to an agent listening there), serial:///dev/DEV:BAUD, tcp://; the table of forms is in docs/bridge.md",
     )
     parser.add_argument("--wind", default="0,0,0", help="steady wind N,E,D in m/s (default 0,0,0)")
     parser.add_argument("--gust", type=float, default=0.0, help="gust intensity (std, m/s; default 0)")
@@ -228,7 +229,7 @@ def connect_hint(link: Link) -> str:
         )
     if isinstance(link, UdpLink):
         host, port = link.local_address
-        return f"on {link.url}: connect to udp://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        return f"on {link.url}: connect to udpout://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     return f"on {link.url}"
 
 
