@@ -236,5 +236,10 @@ def run(args: argparse.Namespace) -> int:
             f"interventions {summary.interventions}; min slack {summary.min_slack_m:.2f} m; "
             f"tick p50/p99 {summary.tick_latency_us_p50:.0f}/{summary.tick_latency_us_p99:.0f} µs; "
             f"log {summary.log_path}"
+            + (
+                f" (INCOMPLETE: {summary.log_records_dropped} records lost to a full or failing disk)"
+                if summary.log_records_dropped
+                else ""
+            )
         )
     return int(summary.exit_code)
