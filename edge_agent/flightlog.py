@@ -128,7 +128,8 @@ class FlightLog:
             raise FlightLogError(
                 f"cannot create flight log {self.path}: {exc.strerror}; choose a writable --log path"
             ) from exc
-        self.write({"k": "header", "schema": SCHEMA_VERSION, **header})
+        # The wall-clock start lets converters give records absolute times (MCAP log_time, tlog alignment).
+        self.write({"k": "header", "schema": SCHEMA_VERSION, "start_unix_s": time.time(), **header})
         self.flush()
         if self.dropped:
             os.close(self._fd)
