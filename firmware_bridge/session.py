@@ -475,6 +475,10 @@ class MavlinkSession:
 
     def _send_heartbeat(self, now_ns: int) -> None:
         self._next_heartbeat_ns = now_ns + int(self.config.heartbeat_period_s * 1e9)
+        if self.link.source is not None and self.link.locked_source is None:
+            # A UDP listener that has heard someone but not yet the autopilot: whoever it is (another
+            # vehicle, a second emulator) must not hear a companion from us.
+            return
         self.heartbeats_sent += 1
         self.send(
             mavlink.MAVLink_heartbeat_message(

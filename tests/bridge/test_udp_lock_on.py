@@ -149,6 +149,7 @@ def test_target_sysid_picks_the_vehicle_on_a_shared_link() -> None:
         _position(one, 9.0)
         _pump(session, clock, one, two)
         assert session.state.pos_ned_m.value[0] == 2.0 and len(one.received) == n_one
+        assert one.received == []  # not even a heartbeat while the agent was waiting for vehicle 2
     finally:
         one.link.close()
         two.link.close()

@@ -127,3 +127,73 @@ def test_a_second_sitl_mid_flight_neither_steals_control_nor_enters_the_log(
     floor, ceiling = mission.geometry.altitude_distances(pos)
     fence, _ = mission.geometry.fence_distance(pos)
     assert float(floor.min()) > 0 and float(ceiling.min()) > 0 and float(fence.min()) > 0
+
+
+def test_target_system_flies_the_vehicle_asked_for_on_a_shared_port(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """Two emulated vehicles (sysid 1 and 2) send to one agent port; --target-system 2 flies the second."""
+    port = _free_udp_port()
+    log = tmp_path / "two.eal"
+    one = start_sitl("--flavor", "px4", "--link", f"udpout://127.0.0.1:{port}", "--sysid", "1", "--seed", "1")
+    two = start_sitl("--flavor", "px4", "--link", f"udpout://127.0.0.1:{port}", "--sysid", "2", "--seed", "2")
+    try:
+        done = subprocess.run(
+            edge_agent(
+                "run",
+                "--bundle",
+                str(goal_seeker),
+                "--mission",
+                str(DEMO_MISSION),
+                "--link",
+                f"udpin:127.0.0.1:{port}",  # pymavlink's form
+                "--target-system",
+                "2",
+                "--log",
+                str(log),
+                "--max-duration",
+                "5",
+                "--json",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env=env(),
+        )
+    finally:
+        out_one, out_two = one.stop(), two.stop()
+    assert done.returncode == 0, done.stderr + done.stdout
+    bytes_in = {
+        name: int(re.search(r"(\d+) B in", text)[1])  # type: ignore[index]
+        for name, text in (("one", out_one), ("two", out_two))
+    }
+    assert bytes_in["one"] == 0 and bytes_in["two"] > 10_000, bytes_in
+    records = list(read_log(log))
+    assert sum(1 for r in records if r["k"] == "tick") > 100
+
+
+def test_target_system_out_of_range_is_refused(goal_seeker: Path) -> None:
+    done = subprocess.run(
+        edge_agent(
+            "run",
+            "--bundle",
+            str(goal_seeker),
+            "--mission",
+            str(DEMO_MISSION),
+            "--link",
+            "udp://:0",
+            "--target-system",
+            "300",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env(),
+    )
+    assert done.returncode == 1
+    assert (
+        "edge-agent run: error: --target-system: target_sysid must be a MAVLink id in 1..255 "
+        "(or None: the first autopilot), got 300"
+    ) in done.stderr
