@@ -253,6 +253,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.firmware is not None:
         from sitl.firmware_cli import run_firmware
 
+        if args.tlog is not None:
+            raise SitlOptionError(
+                "--tlog records the built-in emulator's link; with --firmware use edge-agent run --tlog"
+            )
+
         return run_firmware(args, parse_params(args.param))
     if args.command:
         raise SitlOptionError(f"a COMMAND ({' '.join(args.command)!r}) runs only beside --firmware")
