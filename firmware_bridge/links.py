@@ -101,8 +101,8 @@ class Link(ABC):
         """The only sender accepted from now on (see :meth:`lock_source`); None if not locked."""
         return None
 
-    def lock_source(self, address: tuple[str, int]) -> None:
-        """Accept bytes from ``address`` only and send only there; a no-op on one-peer links."""
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Accept bytes from ``address`` only and send only there (None: unlock); a no-op on one-peer links."""
         return None
 
     def read(self, max_bytes: int = DEFAULT_READ_BYTES) -> bytes:
@@ -387,9 +387,14 @@ class UdpLink(Link):
         """Datagrams dropped per other sender (``"host:port"``; the first 16 senders)."""
         return {_addr_text(a): n for a, n in self._foreign.items()}
 
-    def lock_source(self, address: tuple[str, int]) -> None:
-        """Accept datagrams from ``address`` only, and send only there (a listener; no-op for udpout)."""
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Accept datagrams from ``address`` only, and send only there (a listener; no-op for udpout).
+
+        None unlocks: the next sender heard is the peer again (until the next lock)."""
         if not self._listen:
+            return
+        if address is None:
+            self._locked = None
             return
         self._locked = self._peer = (str(address[0]), int(address[1]))
         if self._held is not None and self._held[0] != self._locked:
@@ -913,8 +918,8 @@ class ReconnectingLink(Link):
         """The sender locked onto; kept across reopenings (a reopened listener is locked again)."""
         return self._locked
 
-    def lock_source(self, address: tuple[str, int]) -> None:
-        """Lock the underlying link onto ``address``, now and after every reopening."""
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Lock the underlying link onto ``address`` (None: unlock), now and after every reopening."""
         self._locked = address
         if self._inner is not None:
             self._inner.lock_source(address)

@@ -328,6 +328,10 @@ class MavlinkSession:
         if self._link_up and now_ns - self._last_hb_ns > self.config.liveness_timeout_s * 1e9:
             self._link_up = False
             self.telemetry.set_link_up(False)
+            if self.link.locked_source is not None:
+                # A rebooted autopilot may come back from another port: listen for it again. Only
+                # the same sysid/compid is accepted (the telemetry lock stays).
+                self.link.lock_source(None)
             self._event(
                 SessionEventKind.LINK_DOWN,
                 now_ns,

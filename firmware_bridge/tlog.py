@@ -201,8 +201,8 @@ class TlogLink(Link):
         """The wrapped link's :attr:`Link.locked_source`."""
         return self.inner.locked_source
 
-    def lock_source(self, address: tuple[str, int]) -> None:
-        """Lock the wrapped link."""
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Lock (None: unlock) the wrapped link."""
         self.inner.lock_source(address)
 
     @property

@@ -165,3 +165,37 @@ def test_target_sysid_out_of_range_is_refused(bad: int) -> None:
         ),
     ):
         SessionConfig(target_sysid=bad)
+
+
+def test_after_the_autopilot_falls_silent_the_lock_is_released_for_its_return_from_a_new_port() -> None:
+    clock = FakeClock()
+    link = open_link("udpin://127.0.0.1:0")
+    assert isinstance(link, UdpLink)
+    port = link.local_address[1]
+    session = MavlinkSession(link, clock)
+    session.set_healthy(True)
+    before = _vehicle(port, 1, clock)
+    other = _vehicle(port, 9, clock)  # another vehicle on the port, before and after
+    try:
+        before.heartbeat()
+        _pump(session, clock, before)
+        assert session.link_up and link.locked_source == ("127.0.0.1", before.link.local_address[1])  # type: ignore[attr-defined]
+        before.link.close()  # the autopilot reboots: silent, then back from a new source port
+        for _ in range(4):
+            other.heartbeat()
+            _pump(session, clock, other, seconds=1.0)
+        assert not session.link_up and link.locked_source is None
+        assert other.received == []  # released, but sysid 9 is not the autopilot: it is not answered
+        after = _vehicle(port, 1, clock)
+        try:
+            after.heartbeat()
+            _position(after, 3.0)
+            _pump(session, clock, after, other, seconds=1.2)
+            assert session.link_up and link.locked_source == ("127.0.0.1", after.link.local_address[1])  # type: ignore[attr-defined]
+            assert session.state.pos_ned_m is not None and session.state.pos_ned_m.value[0] == 3.0
+            assert after.of_type("HEARTBEAT") and after.of_type("COMMAND_LONG") and other.received == []
+        finally:
+            after.link.close()
+    finally:
+        other.link.close()
+        link.close()
