@@ -160,9 +160,7 @@ class FlightLog:
         buf = self._buf
         if not buf:
             self._flush_at_ns = time.monotonic_ns() + self._interval_ns
-        buf += MAGIC
-        buf += size
-        buf += _U32.pack(zlib.crc32(data, zlib.crc32(size)))
+        buf += _FRAME.pack(MAGIC, len(data), zlib.crc32(data, zlib.crc32(size)))
         buf += data
         self._ends.append(len(buf))
         self._last_t_s = record.get("t_s", self._last_t_s)
