@@ -102,8 +102,12 @@ def test_a_second_sitl_mid_flight_neither_steals_control_nor_enters_the_log(
         assert f"UDP port {port} on 127.0.0.1 is already in use: pid {agent.pid} (" in taken.stderr
 
         # And a second emulator (a vehicle on the ground: false floor breaches if its telemetry got
-        # in) sends to the agent's port: locked out.
-        impostor = start_sitl("--flavor", "px4", "--link", f"udpout://127.0.0.1:{port}", "--seed", "9")
+        # in) sends to the agent's port: locked out. At quarter speed it still sends its HEARTBEAT
+        # and state streams, for a quarter of the CPU: on a loaded 2-core machine a second full-speed
+        # emulator starves the first one's streams (stale attitude) whatever the link does.
+        impostor = start_sitl(
+            "--flavor", "px4", "--link", f"udpout://127.0.0.1:{port}", "--seed", "9", "--speed", "0.25"
+        )
         sitls.append(impostor)
         out, err = agent.communicate(timeout=150)
         assert agent.returncode == 0, err + out
