@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "certify": ("calib.certify_cli", "Monte-Carlo certification: failure bound ε(k, N, β)"),
     "replay": ("calib.replay_cli", "re-fly one certification episode and plot it"),
     "report": ("calib.report_cli", "an HTML report with figures from a flight log"),
+    "convert": ("calib.convert_cli", "a flight log as CSV, Parquet or MCAP (PlotJuggler, Foxglove, pandas)"),
     "bench": ("calib.bench_cli", "latency, throughput and memory benchmarks"),
 }
 

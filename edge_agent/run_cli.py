@@ -18,9 +18,10 @@ from edge_agent.mission import load_mission
 from edge_agent.preflight import check_flight_settings
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.exitcodes import ExitCode, epilog_table
-from firmware_bridge.links import ReconnectingLink
+from firmware_bridge.links import ReconnectingLink, open_link
 from firmware_bridge.mavlink_codec import SigningConfig
 from firmware_bridge.session import SessionConfig
+from firmware_bridge.tlog import TlogWriter
 
 EPILOG = """examples:
   edge-agent run --bundle out/bundle --mission examples/missions/demo.toml --link serial:///dev/ttyACM0?baud=921600
@@ -70,11 +71,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--link",
         required=True,
-        help="flight-controller link: serial:///dev/ttyACM0?baud=921600, udpin://HOST:PORT, udp://, tcp://, tcpin://",
+        help="flight-controller link: serial:///dev/ttyACM0?baud=921600, /dev/ttyUSB0,57600, udpin://HOST:PORT, "
+        "udp://:14540 (listen), udpout://HOST:PORT, tcp://HOST:PORT, tcpin://, and the pymavlink forms "
+        "(udpin:/udp:/udpout:/tcp:HOST:PORT); the table of forms is in docs/bridge.md",
+    )
+    parser.add_argument(
+        "--target-system",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fly the vehicle whose autopilot has MAVLink sysid N (several on one link); default: the first heard",
     )
     parser.add_argument("--protocol", choices=("mavlink", "custom"), default="mavlink")
     parser.add_argument("--rate", type=float, default=None, help="control rate, Hz (default: the bundle's)")
     parser.add_argument("--log", default="flight.eal", help="flight log path (default: %(default)s)")
+    parser.add_argument(
+        "--tlog",
+        default=None,
+        metavar="PATH",
+        help="also record the raw MAVLink link, both directions, as a tlog (pymavlink, mavlogdump.py, MAVExplorer)",
+    )
     parser.add_argument(
         "--takeoff-alt",
         type=float,
@@ -147,10 +163,14 @@ def parse_signing_key(text: str | None, protocol: str) -> SigningConfig | None:
     return SigningConfig(key)
 
 
-def open_flight_link(url: str) -> ReconnectingLink:
-    """The flight-controller link, reopened with backoff when the cable comes out (a bad URL fails now)."""
+def open_flight_link(url: str, tlog: TlogWriter | None = None) -> ReconnectingLink:
+    """The flight-controller link, reopened with backoff when the cable comes out (a bad URL fails now);
+    every opening recorded into ``tlog`` if given."""
     try:
-        link = ReconnectingLink(url)
+        if tlog is None:
+            link = ReconnectingLink(url)
+        else:
+            link = ReconnectingLink(url, opener=lambda u: tlog.tap(open_link(u)))
     except BridgeError as exc:
         raise ConfigError(f"cannot use --link {url!r}: {exc}") from None
     if not link.connected:
@@ -187,7 +207,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.no_shield:
         print("edge-agent run: WARNING: shield barrier and fallback are OFF (--no-shield)", file=sys.stderr)
-    link = open_flight_link(args.link)
+    try:
+        session_config = SessionConfig(signing=signing, target_sysid=args.target_system)
+    except BridgeError as exc:
+        raise ConfigError(f"--target-system: {exc}") from None
+    tlog = None
+    if args.tlog is not None:
+        if args.protocol != "mavlink":
+            raise ConfigError("--tlog records MAVLink; the custom protocol has no tlog format")
+        try:
+            tlog = TlogWriter(args.tlog)
+        except BridgeError as exc:
+            raise ConfigError(str(exc)) from None
+    link = open_flight_link(args.link, tlog)
     runtime = Runtime(
         bundle,
         mission,
@@ -195,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         config=config,
         log_path=args.log,
-        session_config=SessionConfig(signing=signing),
+        session_config=session_config,
     )
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -215,6 +247,13 @@ def run(args: argparse.Namespace) -> int:
         return int(exc.code)
     finally:
         link.close()
+        if tlog is not None:
+            tlog.close()
+            if tlog.error is not None:
+                print(
+                    f"edge-agent run: WARNING: the tlog {tlog.path} is incomplete: {tlog.error}",
+                    file=sys.stderr,
+                )
     if args.json:
         print(json.dumps(asdict(summary), default=str))
     else:
@@ -223,5 +262,10 @@ def run(args: argparse.Namespace) -> int:
             f"interventions {summary.interventions}; min slack {summary.min_slack_m:.2f} m; "
             f"tick p50/p99 {summary.tick_latency_us_p50:.0f}/{summary.tick_latency_us_p99:.0f} µs; "
             f"log {summary.log_path}"
+            + (
+                f" (INCOMPLETE: {summary.log_records_dropped} records lost to a full or failing disk)"
+                if summary.log_records_dropped
+                else ""
+            )
         )
     return int(summary.exit_code)

@@ -7,16 +7,21 @@ vanishes (pty master closed, TCP reset or close, serial unplugged) raises
 :class:`~firmware_bridge.errors.LinkDownError` from ``read``/``write``; :class:`ReconnectingLink`
 turns that into link-down/link-up events and reconnects with exponential backoff.
 
-URLs::
+URLs (the pymavlink/MAVProxy, MAVSDK and MAVROS forms are accepted too; :data:`URL_FORMS` and
+docs/bridge.md list them all)::
 
-    serial:///dev/ttyACM0?baud=921600   pyserial, raw 8N1 (baud defaults to 115200)
-    udpin://0.0.0.0:14540                listen; replies go to the last peer heard
-    udp://127.0.0.1:14540                send to; also receives whatever comes back
+    serial:///dev/ttyACM0?baud=921600   pyserial, raw 8N1 (baud defaults to 115200);
+                                         also serial:///dev/ttyACM0:57600, /dev/ttyUSB0,57600
+    udpin://0.0.0.0:14540                listen; locks onto the autopilot first heard
+    udp://:14540, udp:HOST:PORT          listen too (MAVSDK's and pymavlink's meaning)
+    udpout://127.0.0.1:14540             send to; also receives whatever comes back
     tcp://127.0.0.1:5760?connect_timeout=2   client
     tcpin://0.0.0.0:5760                 server, one client at a time
     pty://                               a fresh pty pair; the master is the link,
                                          ``.device_path`` is the slave a peer opens
     loop://                              pyserial's in-memory loopback
+
+IPv6 hosts go in brackets: ``udpin://[::1]:14540``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import termios
 import time
 import tty
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import serial
 
@@ -54,7 +60,6 @@ DEFAULT_TCP_CONNECT_TIMEOUT_S = 2.0
 
 _UDP_MAX_DATAGRAM = 65535
 _PEER_GONE_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV, errno.EBADF, errno.EPIPE})
-_SCHEMES = ("serial", "udpin", "udp", "tcp", "tcpin", "pty", "loop")
 
 
 class Link(ABC):
@@ -81,6 +86,24 @@ class Link(ABC):
     def is_open(self) -> bool:
         """True until ``close`` (or a failure that closed the link)."""
         return self._open
+
+    # A link with one peer (serial, TCP, pty) has nothing to lock onto; a UDP listener has.
+    foreign_datagrams: int = 0
+    """Datagrams dropped because another sender than the locked one sent them (UDP listeners)."""
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        """Who sent the bytes the last ``read`` returned; None where the link has only one peer."""
+        return None
+
+    @property
+    def locked_source(self) -> tuple[str, int] | None:
+        """The only sender accepted from now on (see :meth:`lock_source`); None if not locked."""
+        return None
+
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Accept bytes from ``address`` only and send only there (None: unlock); a no-op on one-peer links."""
+        return None
 
     def read(self, max_bytes: int = DEFAULT_READ_BYTES) -> bytes:
         """Return up to ``max_bytes`` waiting bytes, ``b""`` if none; raise LinkDownError if the peer vanished."""
@@ -297,37 +320,86 @@ class LoopLink(Link):
 
 
 class UdpLink(Link):
-    """UDP: ``udpin://`` listens and answers the last peer heard; ``udp://`` sends to a fixed address.
+    """UDP: a listener (``udpin``) answers the sender it locked onto; ``udpout`` sends to a fixed address.
 
     One ``write`` is one datagram; a datagram that cannot be sent now is dropped and counted
     (UDP has no stream to keep in order, and stale setpoints are worse than none).
+
+    A listener hears anyone who sends to its port. Until :meth:`lock_source` is called (the
+    session calls it when the autopilot's first HEARTBEAT arrives) one ``read`` returns bytes
+    of one sender only, named by :attr:`source`, and replies go to the last sender heard. Once
+    locked, datagrams from any other address are dropped and counted
+    (:attr:`foreign_datagrams`, :attr:`foreign_senders`) and replies go to the locked address
+    only: a second program on the port neither receives our setpoints nor feeds us telemetry.
+
+    The listening socket is bound without SO_REUSEADDR, so a second process cannot bind the
+    same address (Linux lets two UDP sockets share a port with it, and delivers each datagram
+    to one of them): it gets :class:`~firmware_bridge.errors.LinkError` naming the holder.
     """
 
     def __init__(self, url: str, host: str, port: int, listen: bool) -> None:
         super().__init__(url, 0)
         import socket
 
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family, address = _resolve(url, host, port, socket.SOCK_DGRAM, passive=listen)
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if listen:
-                self._sock.bind((host, port))
+                self._sock.bind(address)
                 self._peer: tuple[str, int] | None = None
             else:
-                self._sock.bind(("0.0.0.0", 0))
-                self._peer = (socket.gethostbyname(host), port)
+                self._sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+                self._peer = (str(address[0]), int(address[1]))
         except OSError as exc:
             self._sock.close()
             self._open = False
+            if exc.errno == errno.EADDRINUSE:
+                raise LinkError(_in_use_message(url, "udp", host, port)) from exc
             raise LinkError(f"{url}: cannot open UDP socket: {exc}") from exc
         self._sock.setblocking(False)
         self._listen = listen
-        self._leftover = b""
+        self._held: tuple[tuple[str, int], bytes] | None = None
+        self._source: tuple[str, int] | None = None
+        self._locked: tuple[str, int] | None = None
+        self.foreign_datagrams = 0
+        """Datagrams dropped because they came from another sender than the locked one."""
+        self.foreign_bytes = 0
+        """Bytes in those datagrams."""
+        self._foreign: dict[tuple[str, int], int] = {}
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        """Where writes go: the fixed target (udp://) or the last peer heard (udpin://), None if none yet."""
+        """Where writes go: the fixed target (udpout), else the locked or last sender; None if none yet."""
         return self._peer
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        """The sender of the bytes the last non-empty ``read`` returned (listeners only)."""
+        return self._source
+
+    @property
+    def locked_source(self) -> tuple[str, int] | None:
+        """The only sender accepted, once :meth:`lock_source` was called."""
+        return self._locked
+
+    @property
+    def foreign_senders(self) -> dict[str, int]:
+        """Datagrams dropped per other sender (``"host:port"``; the first 16 senders)."""
+        return {_addr_text(a): n for a, n in self._foreign.items()}
+
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Accept datagrams from ``address`` only, and send only there (a listener; no-op for udpout).
+
+        None unlocks: the next sender heard is the peer again (until the next lock)."""
+        if not self._listen:
+            return
+        if address is None:
+            self._locked = None
+            return
+        self._locked = self._peer = (str(address[0]), int(address[1]))
+        if self._held is not None and self._held[0] != self._locked:
+            self._drop_foreign(*self._held)
+            self._held = None
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -339,26 +411,53 @@ class UdpLink(Link):
         """The UDP socket."""
         return self._sock.fileno()
 
+    def _drop_foreign(self, addr: tuple[str, int], datagram: bytes) -> None:
+        self.foreign_datagrams += 1
+        self.foreign_bytes += len(datagram)
+        if addr in self._foreign or len(self._foreign) < 16:
+            self._foreign[addr] = self._foreign.get(addr, 0) + 1
+
     def _read_raw(self, max_bytes: int) -> bytes:
-        chunks = [self._leftover] if self._leftover else []
-        total = len(self._leftover)
-        self._leftover = b""
-        while total < max_bytes:
+        chunks: list[bytes] = []
+        total = 0
+        src: tuple[str, int] | None = None
+        if self._held is not None:
+            src, datagram = self._held
+            self._held = None
+            if len(datagram) > max_bytes:
+                self._held = (src, datagram[max_bytes:])
+                datagram = datagram[:max_bytes]
+            chunks.append(datagram)
+            total = len(datagram)
+        while total < max_bytes and self._held is None:
             try:
-                datagram, addr = self._sock.recvfrom(_UDP_MAX_DATAGRAM)
+                datagram, raw_addr = self._sock.recvfrom(_UDP_MAX_DATAGRAM)
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
                 # An ICMP port-unreachable for an earlier send: nobody listens yet; not fatal for UDP.
                 continue
-            if self._listen:
-                self._peer = (str(addr[0]), int(addr[1]))
+            if not self._listen:
+                chunks.append(datagram)
+                total += len(datagram)
+                continue
+            addr = (str(raw_addr[0]), int(raw_addr[1]))
+            if self._locked is not None and addr != self._locked:
+                self._drop_foreign(addr, datagram)
+                continue
+            if src is None:
+                src = addr
+            if addr != src or total + len(datagram) > max_bytes:
+                # One read, one sender: the session must know whose bytes it parses.
+                self._held = (addr, datagram)
+                break
             chunks.append(datagram)
             total += len(datagram)
-        data = b"".join(chunks)
-        if len(data) > max_bytes:
-            data, self._leftover = data[:max_bytes], data[max_bytes:]
-        return data
+        if src is not None:
+            self._source = src
+            if self._locked is None:
+                self._peer = src
+        return b"".join(chunks)
 
     def write(self, data: bytes) -> None:
         """Send ``data`` as one datagram; dropped and counted when there is no peer yet or no room."""
@@ -448,14 +547,19 @@ class TcpServerLink(Link):
         super().__init__(url, tx_buffer_bytes)
         import socket
 
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family, address = _resolve(url, host, port, socket.SOCK_STREAM, passive=True)
+        self._server = socket.socket(family, socket.SOCK_STREAM)
         try:
+            # For TCP, SO_REUSEADDR only lets a restarted server take the port past TIME_WAIT;
+            # Linux still refuses a second listener on the same address.
             self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._server.bind((host, port))
+            self._server.bind(address)
             self._server.listen(1)
         except OSError as exc:
             self._server.close()
             self._open = False
+            if exc.errno == errno.EADDRINUSE:
+                raise LinkError(_in_use_message(url, "tcp", host, port)) from exc
             raise LinkError(f"{url}: cannot listen on {host}:{port}: {exc}") from exc
         self._server.setblocking(False)
         self._client: socket.socket | None = None
@@ -534,40 +638,114 @@ class TcpServerLink(Link):
 
 @dataclass(frozen=True, slots=True)
 class LinkUrl:
-    """A parsed link URL."""
+    """A parsed link URL, whatever form it was written in (see :data:`URL_FORMS`)."""
 
     scheme: str
+    """What to open: serial, udpin (listen), udpout (send to), tcp (client), tcpin (server), pty, loop."""
     host: str
     port: int
     path: str
+    """The serial device."""
     options: dict[str, str]
+    """Query options (``baud``, ``connect_timeout``); a baud written as ``:57600`` lands here too."""
+
+
+URL_FORMS: tuple[tuple[str, str], ...] = (
+    ("serial:///dev/ttyACM0?baud=921600", "serial port (raw 8N1; baud default 115200)"),
+    ("serial:///dev/ttyACM0:57600", "serial port, MAVSDK's form"),
+    ("/dev/ttyACM0, /dev/ttyUSB0,57600, /dev/ttyUSB0:57600", "serial port, MAVProxy's and MAVROS' forms"),
+    ("udpin://HOST:PORT, udpin:HOST:PORT", "UDP listen on HOST:PORT"),
+    ("udp://:PORT, udp://HOST:PORT", "UDP listen (MAVSDK's meaning; empty HOST = all interfaces)"),
+    ("udp:HOST:PORT", "UDP listen (pymavlink's and MAVProxy's meaning)"),
+    ("udpout://HOST:PORT, udpout:HOST:PORT", "UDP send to HOST:PORT"),
+    ("tcp://HOST:PORT, tcp:HOST:PORT, tcpout://HOST:PORT", "TCP client (?connect_timeout=S)"),
+    ("tcpin://HOST:PORT, tcpin:HOST:PORT", "TCP server, one client at a time"),
+    ("pty://", "a fresh pty pair (for tests and the SITL)"),
+    ("loop://", "pyserial's in-memory loopback (for tests)"),
+)
+"""Every accepted form and what it opens; IPv6 hosts go in brackets (``udpin://[::1]:14540``)."""
+
+_ALIASES = {"udp": "udpin", "tcpout": "tcp"}
+_NETWORK = ("udpin", "udpout", "tcp", "tcpin")
+_LISTENERS = ("udpin", "tcpin")
+_OPTIONS = {"serial": ("baud",), "tcp": ("connect_timeout",)}
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?(.*)", re.DOTALL)
+_HOST_PORT_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%a-zA-Z]*)\]|(?P<host>[^:\[\]/]*)):(?P<port>[^:/]*)/?")
+_BAUD_SUFFIX_RE = re.compile(r"(?P<dev>/.+?)[:,](?P<baud>[0-9]+)")
+
+
+def accepted_forms() -> str:
+    """The accepted link URL forms in one line, for error messages and ``--help``."""
+    return (
+        "serial:///dev/DEV?baud=N, serial:///dev/DEV:BAUD, /dev/DEV[,BAUD or :BAUD], "
+        "udpin://HOST:PORT or udp://[HOST]:PORT (listen), udpout://HOST:PORT (send to), "
+        "tcp://HOST:PORT (client), tcpin://HOST:PORT (server), the pymavlink forms "
+        "udpin:/udp:/udpout:/tcp:/tcpin:HOST:PORT, pty://, loop://; IPv6 as [::1]"
+    )
+
+
+def _refuse(url: str, why: str, *, list_forms: bool = False) -> LinkUrlError:
+    more = f"; accepted: {accepted_forms()}" if list_forms else ""
+    return LinkUrlError(f"link URL {url!r}: {why}{more} (table in docs/bridge.md)")
+
+
+def _split_device(url: str, text: str, options: dict[str, str]) -> str:
+    """``/dev/ttyUSB0,57600`` or ``/dev/ttyUSB0:57600`` → the device, the baud into ``options``."""
+    m = _BAUD_SUFFIX_RE.fullmatch(text)
+    # A device whose own name ends in ":digits" (some /dev/serial/by-path names) stays whole.
+    if m is None or os.path.exists(text):
+        return text
+    if "baud" in options and options["baud"] != m["baud"]:
+        raise _refuse(url, f"two baud rates given ({m['baud']} and baud={options['baud']}); give one")
+    options["baud"] = m["baud"]
+    return m["dev"]
 
 
 def parse_link_url(url: str) -> LinkUrl:
-    """Parse and validate a link URL without opening anything; raise LinkUrlError naming the fix."""
-    if "://" not in url:
-        raise LinkUrlError(
-            f"link URL {url!r} has no scheme; use one of {', '.join(s + '://' for s in _SCHEMES)}"
-        )
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise LinkUrlError(
-            f"link URL {url!r}: unsupported scheme {scheme!r}; use one of {', '.join(s + '://' for s in _SCHEMES)}"
-        )
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host, port = "", 0
-    if scheme in ("udpin", "udp", "tcp", "tcpin"):
-        try:
-            parsed_port = parts.port
-        except ValueError as exc:
-            raise LinkUrlError(f"link URL {url!r}: bad port ({exc}); write {scheme}://HOST:PORT") from exc
-        if not parts.hostname or parsed_port is None:
-            raise LinkUrlError(f"link URL {url!r} needs a host and a port: {scheme}://HOST:PORT")
-        host, port = parts.hostname, parsed_port
-    if scheme == "serial" and not parts.path:
-        raise LinkUrlError(f"link URL {url!r} names no device; write serial:///dev/ttyACM0?baud=921600")
-    return LinkUrl(scheme, host, port, parts.path, options)
+    """Parse and validate a link URL in any accepted form without opening anything.
+
+    Raises LinkUrlError naming the fix and listing the accepted forms.
+    """
+    options: dict[str, str] = {}
+    if url.startswith("/"):  # a bare device path, as MAVProxy and MAVROS take it
+        return LinkUrl("serial", "", 0, _split_device(url, url, options), options)
+    m = _SCHEME_RE.fullmatch(url)
+    if m is None:
+        raise _refuse(url, "not a link URL or a device path", list_forms=True)
+    written, rest = m[1].lower(), m[3]
+    scheme = _ALIASES.get(written, written)
+    if scheme not in (*_NETWORK, "serial", "pty", "loop"):
+        raise _refuse(url, f"unsupported scheme {written!r}", list_forms=True)
+    rest, _, query = rest.partition("?")
+    try:
+        parsed_query = parse_qs(query, strict_parsing=bool(query))
+    except ValueError:
+        raise _refuse(url, f"malformed options {query!r}; write ?name=value&name=value") from None
+    options = {k: v[-1] for k, v in parsed_query.items()}
+    allowed = _OPTIONS.get(scheme, ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) if allowed else "none"
+        raise _refuse(url, f"unknown option {unknown[0]!r} for {scheme} (options it takes: {known})")
+    if scheme in ("pty", "loop"):
+        if rest:
+            raise _refuse(url, f"{scheme}:// takes nothing after the scheme")
+        return LinkUrl(scheme, "", 0, "", options)
+    if scheme == "serial":
+        if not rest.startswith("/"):
+            raise _refuse(url, "names no device; write serial:///dev/ttyACM0?baud=921600")
+        return LinkUrl("serial", "", 0, _split_device(url, rest, options), options)
+    hp = _HOST_PORT_RE.fullmatch(rest)
+    if hp is None:
+        raise _refuse(url, f"needs a host and a port: {written}://HOST:PORT")
+    host = hp["v6"] if hp["v6"] is not None else hp["host"]
+    if not hp["port"].isdigit() or not 0 <= int(hp["port"]) <= 65535:
+        raise _refuse(url, f"bad port {hp['port']!r}: write a number 0..65535")
+    if not host:
+        if scheme not in _LISTENERS:
+            raise _refuse(url, f"needs a host to {'connect' if scheme == 'tcp' else 'send'} to")
+        host = "0.0.0.0"
+    return LinkUrl(scheme, host, int(hp["port"]), "", options)
 
 
 def _float_option(parsed: LinkUrl, url: str, name: str, default: float) -> float:
@@ -583,18 +761,78 @@ def _float_option(parsed: LinkUrl, url: str, name: str, default: float) -> float
     return value
 
 
+def _resolve(url: str, host: str, port: int, socktype: int, *, passive: bool) -> tuple[int, tuple[str, int]]:
+    """(address family, socket address) for ``host`` (IPv4, IPv6 or a name) and ``port``."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socktype, flags=socket.AI_PASSIVE if passive else 0)
+    except socket.gaierror as exc:
+        raise LinkError(f"{url}: cannot resolve host {host!r} ({exc.strerror}); check the address") from exc
+    family, _, _, _, sockaddr = infos[0]
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
+
+
+def _addr_text(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def port_holder(proto: str, port: int) -> str | None:
+    """Which local process has ``proto`` ("udp"/"tcp") port ``port`` open: "pid N (command)", or None.
+
+    Best effort from /proc (Linux; processes of other users stay unnamed).
+    """
+    inodes: set[str] = set()
+    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except (OSError, ValueError, IndexError):
+            continue
+    targets = {f"socket:[{i}]" for i in inodes if i != "0"}
+    if not targets:
+        return None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {pid} ({cmd[:120]})"
+        except OSError:
+            continue
+    return None
+
+
+def _in_use_message(url: str, proto: str, host: str, port: int) -> str:
+    holder = port_holder(proto, port)
+    who = f"{holder} holds it" if holder else "another program holds it"
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return (
+        f"{url}: {proto.upper()} port {port} on {host} is already in use: {who}. Two programs on one "
+        f"address would split the traffic (the agent loses control, another vehicle's telemetry lands in "
+        f"its log): stop that program or choose another port. To talk to the program listening there, "
+        f"use {'udpout' if proto == 'udp' else 'tcp'}://{_addr_text((reach, port))}"
+    )
+
+
 def open_link(url: str) -> Link:
-    """Open the link a URL names (see the module docstring); raise LinkUrlError or LinkError on failure."""
+    """Open the link a URL names (see :data:`URL_FORMS`); raise LinkUrlError or LinkError on failure."""
     parsed = parse_link_url(url)
     if parsed.scheme == "serial":
         baud = _float_option(parsed, url, "baud", DEFAULT_SERIAL_BAUD)
         if baud != int(baud):
             raise LinkUrlError(f"link URL {url!r}: baud must be a whole number, got {baud}")
         return SerialLink(url, parsed.path, int(baud))
-    if parsed.scheme == "udpin":
-        return UdpLink(url, parsed.host, parsed.port, listen=True)
-    if parsed.scheme == "udp":
-        return UdpLink(url, parsed.host, parsed.port, listen=False)
+    if parsed.scheme in ("udpin", "udpout"):
+        return UdpLink(url, parsed.host, parsed.port, listen=parsed.scheme == "udpin")
     if parsed.scheme == "tcp":
         timeout = _float_option(parsed, url, "connect_timeout", DEFAULT_TCP_CONNECT_TIMEOUT_S)
         return TcpLink(url, parsed.host, parsed.port, connect_timeout_s=timeout)
@@ -661,12 +899,35 @@ class ReconnectingLink(Link):
         self.reconnects = 0
         """Successful opens after the first."""
         self._ever_up = False
+        self._locked: tuple[str, int] | None = None
+        self._foreign_before = 0
         self._try_open()
 
     @property
     def connected(self) -> bool:
         """Whether an underlying link is open now."""
         return self._inner is not None
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        """The underlying link's :attr:`Link.source`."""
+        return self._inner.source if self._inner is not None else None
+
+    @property
+    def locked_source(self) -> tuple[str, int] | None:
+        """The sender locked onto; kept across reopenings (a reopened listener is locked again)."""
+        return self._locked
+
+    def lock_source(self, address: tuple[str, int] | None) -> None:
+        """Lock the underlying link onto ``address`` (None: unlock), now and after every reopening."""
+        self._locked = address
+        if self._inner is not None:
+            self._inner.lock_source(address)
+
+    @property
+    def foreign_datagrams(self) -> int:  # type: ignore[override]
+        """Datagrams from other senders dropped, over every underlying link opened so far."""
+        return self._foreign_before + (self._inner.foreign_datagrams if self._inner is not None else 0)
 
     @property
     def inner(self) -> Link | None:
@@ -736,6 +997,8 @@ class ReconnectingLink(Link):
                 self._events.append(LinkEvent(LinkEventKind.DOWN, now, self.url, str(exc)))
             return
         self._failures = 0
+        if self._locked is not None:
+            self._inner.lock_source(self._locked)
         if self._ever_up:
             self.reconnects += 1
         self._ever_up = True
@@ -744,6 +1007,7 @@ class ReconnectingLink(Link):
     def _lost(self, reason: str) -> None:
         now = self._clock()
         if self._inner is not None:
+            self._foreign_before += self._inner.foreign_datagrams
             self._inner.close()
         self._inner = None
         self._failures = 0

@@ -110,7 +110,8 @@ class SessionConfig:
     compid: int = MAV_COMP_ID_ONBOARD_COMPUTER
     """MAV_COMP_ID_ONBOARD_COMPUTER; 0 (pymavlink's default) is not a valid source."""
     target_sysid: int | None = None
-    """The autopilot's sysid; None = the first autopilot whose HEARTBEAT arrives."""
+    """The autopilot's sysid (``--target-system``): which vehicle to fly on a link several share;
+    None = the first autopilot whose HEARTBEAT arrives."""
     target_compid: int | None = None
     heartbeat_period_s: float = 1.0
     liveness_timeout_s: float = 3.0
@@ -132,6 +133,12 @@ class SessionConfig:
             raise BridgeError(
                 f"sysid and compid must be in 1..255 (compid 191 for an onboard computer), got {self.sysid}, {self.compid}"
             )
+        for name in ("target_sysid", "target_compid"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= 255:
+                raise BridgeError(
+                    f"{name} must be a MAVLink id in 1..255 (or None: the first autopilot), got {value}"
+                )
         for name in ("heartbeat_period_s", "liveness_timeout_s", "command_timeout_s", "timesync_period_s"):
             if not getattr(self, name) > 0:
                 raise BridgeError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -146,6 +153,8 @@ class SessionEventKind(Enum):
     LINK_DOWN = "link_down"
     COMMAND_FAILED = "command_failed"
     PARAM_MISSING = "param_missing"
+    FOREIGN_SENDER = "foreign_sender"
+    """Datagrams from another sender than the autopilot locked onto arrived and were dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +265,9 @@ class MavlinkSession:
         """Companion HEARTBEATs sent so far."""
         self.link_errors = 0
         """LinkDownErrors seen from a plain (non-reconnecting) link."""
+        self._rx_source: tuple[str, int] | None = None
+        self._foreign_reported = 0
+        self._foreign_next_event = 1
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -307,11 +319,19 @@ class MavlinkSession:
             self._event(SessionEventKind.LINK_DOWN, now_ns, str(exc))
             data = b""
         if data:
+            self._rx_source = self.link.source  # a UDP listener: one read, one sender
             for msg in self.parser.feed(data):
                 self._handle(msg, now_ns)
+        foreign = self.link.foreign_datagrams
+        if foreign != self._foreign_reported:
+            self._report_foreign(foreign, now_ns)
         if self._link_up and now_ns - self._last_hb_ns > self.config.liveness_timeout_s * 1e9:
             self._link_up = False
             self.telemetry.set_link_up(False)
+            if self.link.locked_source is not None:
+                # A rebooted autopilot may come back from another port: listen for it again. Only
+                # the same sysid/compid is accepted (the telemetry lock stays).
+                self.link.lock_source(None)
             self._event(
                 SessionEventKind.LINK_DOWN,
                 now_ns,
@@ -459,6 +479,10 @@ class MavlinkSession:
 
     def _send_heartbeat(self, now_ns: int) -> None:
         self._next_heartbeat_ns = now_ns + int(self.config.heartbeat_period_s * 1e9)
+        if self.link.source is not None and self.link.locked_source is None:
+            # A UDP listener that has heard someone but not yet the autopilot: whoever it is (another
+            # vehicle, a second emulator) must not hear a companion from us.
+            return
         self.heartbeats_sent += 1
         self.send(
             mavlink.MAVLink_heartbeat_message(
@@ -474,6 +498,9 @@ class MavlinkSession:
             return
         if mtype == "HEARTBEAT" and used:
             self._last_hb_ns = now_ns
+            if self._rx_source is not None and self.link.locked_source is None:
+                # From now on the link drops (and counts) every other sender, and replies only here.
+                self.link.lock_source(self._rx_source)
             if not self._link_up:
                 self._link_up = True
                 self.telemetry.set_link_up(True)
@@ -487,6 +514,22 @@ class MavlinkSession:
             for_us = tgt_sys in (0, self.config.sysid) and tgt_comp in (0, self.config.compid)
             if from_autopilot and for_us:
                 self._ack(msg, now_ns)
+
+    def _report_foreign(self, foreign: int, now_ns: int) -> None:
+        # At the first dropped datagram, then at 10, 100, 1000, ...: a flood must not fill the queue.
+        self._foreign_reported = foreign
+        if foreign < self._foreign_next_event:
+            return
+        while self._foreign_next_event <= foreign:
+            self._foreign_next_event *= 10
+        locked = self.link.locked_source
+        where = f"{locked[0]}:{locked[1]}" if locked is not None else "?"
+        self._event(
+            SessionEventKind.FOREIGN_SENDER,
+            now_ns,
+            f"{foreign} datagram(s) from other senders dropped: only the autopilot at {where} "
+            f"(sysid {self.telemetry.target_sysid}) is heard; is a second program sending to this port?",
+        )
 
     def _on_connect(self, now_ns: int) -> None:
         # Intervals persist per channel on ArduPilot but not across PX4 reboots: ask every time.

@@ -23,6 +23,7 @@ import numpy as np
 from firmware_bridge.errors import LinkError
 from firmware_bridge.exitcodes import ExitCode, epilog_table
 from firmware_bridge.links import Link, PtyLink, TcpServerLink, UdpLink, open_link
+from firmware_bridge.tlog import TlogWriter
 from sitl.custom_vehicle import make_custom_vehicle
 from sitl.disturbance import Battery, Disturbances, Faults
 from sitl.mavlink_telemetry import Home
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--link",
         default="pty://",
-        help="link URL: pty:// (default), udpin://HOST:PORT, tcpin://HOST:PORT, serial://DEV, udp://, tcp://",
+        help="link URL: pty:// (default), udpin://HOST:PORT (listen), tcpin://HOST:PORT, udpout://HOST:PORT "
+        "(send to an agent listening there), serial:///dev/DEV:BAUD, tcp://; the table of forms is in docs/bridge.md",
     )
     parser.add_argument("--wind", default="0,0,0", help="steady wind N,E,D in m/s (default 0,0,0)")
     parser.add_argument("--gust", type=float, default=0.0, help="gust intensity (std, m/s; default 0)")
@@ -95,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="set an autopilot parameter at boot (repeatable), e.g. COM_OBL_RC_ACT=4",
     )
     parser.add_argument("--sysid", type=int, default=1, help="MAVLink system id (default 1)")
+    parser.add_argument(
+        "--tlog",
+        default=None,
+        metavar="PATH",
+        help="record the MAVLink link, both directions, as a tlog (pymavlink, mavlogdump.py, MAVExplorer)",
+    )
     parser.add_argument(
         "--signing-key", default=None, help="MAVLink signing key, 64 hex digits (default: unsigned)"
     )
@@ -228,7 +236,7 @@ def connect_hint(link: Link) -> str:
         )
     if isinstance(link, UdpLink):
         host, port = link.local_address
-        return f"on {link.url}: connect to udp://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+        return f"on {link.url}: connect to udpout://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
     return f"on {link.url}"
 
 
@@ -245,10 +253,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.firmware is not None:
         from sitl.firmware_cli import run_firmware
 
+        if args.tlog is not None:
+            raise SitlOptionError(
+                "--tlog records the built-in emulator's link; with --firmware use edge-agent run --tlog"
+            )
+
         return run_firmware(args, parse_params(args.param))
     if args.command:
         raise SitlOptionError(f"a COMMAND ({' '.join(args.command)!r}) runs only beside --firmware")
     vehicle = build_vehicle(args)
+    if args.tlog is not None and args.flavor == "custom":
+        raise SitlOptionError("--tlog records MAVLink; the custom flavour has no tlog format")
     if not (math.isfinite(args.speed) and args.speed > 0):
         raise SitlOptionError(f"--speed must be > 0 (1 = real time), got {args.speed}")
     try:
@@ -256,8 +271,17 @@ def _run(args: argparse.Namespace) -> int:
     except LinkError as exc:
         raise SitlOptionError(f"cannot open --link {args.link!r}: {exc}") from None
     code = ExitCode.OK
+    hint = connect_hint(link)
+    tlog = None
+    if args.tlog is not None:
+        try:
+            tlog = TlogWriter(args.tlog)
+        except LinkError as exc:
+            link.close()
+            raise SitlOptionError(str(exc)) from None
+        link = tlog.tap(link)
     with link:
-        print(f"SITL ({args.flavor}) ready: {connect_hint(link)}", flush=True)
+        print(f"SITL ({args.flavor}) ready: {hint}", flush=True)
         if args.lockstep:
             runner_l = LockstepRunner(vehicle, link, step_s=DEFAULT_STEP_S)
             stats = runner_l.run_for(args.duration if args.duration is not None else math.inf)
@@ -284,4 +308,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    if tlog is not None:
+        tlog.close()
+        print(f"SITL ({args.flavor}) tlog: {tlog.frames_written} frames in {tlog.path}", file=sys.stderr)
     return code

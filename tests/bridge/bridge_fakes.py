@@ -53,10 +53,11 @@ class FakeAutopilot:
     clock: Callable[[], int] | None = None
     clock_offset_ns: int = 0
     timesync_delay_ns: int = 0
+    sysid: int = 1
 
     def __post_init__(self) -> None:
         self._sink = _Sink()
-        self.mav = mavlink.MAVLink(self._sink, srcSystem=1, srcComponent=1)
+        self.mav = mavlink.MAVLink(self._sink, srcSystem=self.sysid, srcComponent=1)
         self.parser = MavlinkParser()
 
     def send(self, msg: Any) -> None:

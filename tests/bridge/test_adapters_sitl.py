@@ -25,7 +25,7 @@ def link_pair(kind: str) -> tuple[Link, Link]:
         return master, open_link(f"serial://{master.device_path}?baud=921600")
     vehicle = open_link("udpin://127.0.0.1:0")
     assert isinstance(vehicle, UdpLink)
-    return open_link(f"udp://127.0.0.1:{vehicle.local_address[1]}"), vehicle
+    return open_link(f"udpout://127.0.0.1:{vehicle.local_address[1]}"), vehicle
 
 
 @pytest.mark.parametrize("kind", ["pty", "udp"])

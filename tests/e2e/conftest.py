@@ -59,7 +59,7 @@ def start_sitl(*args: str, timeout_s: float = 20.0) -> Sitl:
         if m:
             url = m.group(1)
             if url.startswith("udpin://"):  # the SITL listens; the agent sends to it
-                url = "udp://" + url.removeprefix("udpin://")
+                url = "udpout://" + url.removeprefix("udpin://")
             return Sitl(proc, url)
     proc.kill()
     raise RuntimeError(f"SITL did not become ready: {proc.stdout.read()}")

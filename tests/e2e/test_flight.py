@@ -86,7 +86,7 @@ def test_ardupilot_over_udp_completes_the_mission_without_breach(
 ) -> None:
     sitl = start_sitl("--flavor", "ardupilot", "--link", "udpin://127.0.0.1:0", "--seed", "4")
     sitl_factory.append(sitl)
-    assert sitl.agent_url.startswith("udp://127.0.0.1:")
+    assert sitl.agent_url.startswith("udpout://127.0.0.1:")
     log = tmp_path / "ardupilot.eal"
     ardupilot_mission = REPO / "examples" / "missions" / "demo_ardupilot.toml"
     summary = _run(bundles / "goal_seeker", sitl, log, "--max-duration", "80", mission=ardupilot_mission)

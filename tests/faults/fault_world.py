@@ -116,7 +116,7 @@ class World:
         if isinstance(self.vlink, TcpServerLink):
             return f"tcp://127.0.0.1:{self.vlink.local_address[1]}"
         assert isinstance(self.vlink, UdpLink)
-        return f"udp://127.0.0.1:{self.vlink.local_address[1]}"
+        return f"udpout://127.0.0.1:{self.vlink.local_address[1]}"
 
     # -- faults ------------------------------------------------------------------------------
 

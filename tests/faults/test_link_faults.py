@@ -274,3 +274,33 @@ def test_flight_controller_reboot_is_a_final_handover(goal_seeker: Path, tmp_pat
         flight.world.sent.statustext,
         flight.fault_s,
     )
+
+
+def test_a_full_disk_in_flight_warns_once_and_the_summary_says_the_log_is_incomplete(
+    tmp_path: Path, goal_seeker: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import resource
+    import signal
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def fill_the_disk(world: World) -> None:
+        # RLIMIT_FSIZE stands in for a full disk: the log cannot grow past what it holds now.
+        size = (tmp_path / "flight.eal").stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1024, old[1]))
+
+    try:
+        flight = fly(tmp_path, goal_seeker, fill_the_disk, max_duration_s=5.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    s = flight.summary
+    assert s.end_reason.startswith("time limit")  # the flight went on: the vehicle never noticed
+    assert s.log_records_dropped > 100 and s.log_records_dropped == flight.runtime.log.dropped  # type: ignore[union-attr]
+    assert flight.runtime.log is not None and flight.runtime.log.incomplete
+    err = capfd.readouterr().err
+    assert err.count("edge-agent: WARNING: cannot write the flight log") == 1
+    assert any("flight log write failing" in text for _, _, text in flight.world.sent.statustext)
+    ticks = sum(1 for r in flight.records if r["k"] == "tick")
+    assert ticks + s.log_records_dropped >= s.ticks  # every tick is on disk or counted as lost

@@ -61,7 +61,7 @@ async def until(stream: AsyncIterator[Any], pred: Callable[[Any], bool], timeout
 def run_with_drone(sitl_factory: Any, body: Callable[[System], Awaitable[None]]) -> None:
     """Start the PX4 emulator on UDP (it sends to the port MAVSDK listens on, as PX4 does to 14540)."""
     port = free_port()
-    sitl_factory("--flavor", "px4", "--link", f"udp://127.0.0.1:{port}")
+    sitl_factory("--flavor", "px4", "--link", f"udpout://127.0.0.1:{port}")
 
     async def main() -> None:
         drone = System(port=free_port(socket.SOCK_STREAM))  # mavsdk_server's gRPC port
