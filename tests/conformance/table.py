@@ -76,6 +76,11 @@ RULES = [
         "silence.armed_ground",
         "setpoints stop while armed in OFFBOARD/GUIDED on the ground: mode change (4 s)",
     ),
+    Rule(
+        "silence.in_flight",
+        "setpoints stop at 5 m, 2 m/s north (OFFBOARD / GUIDED): watched 8 s",
+        tol=(0.3, 0.25),
+    ),
 ]
 
 # (rule, flavour) -> why the emulator differs from its firmware. An unexplained difference fails the suite.

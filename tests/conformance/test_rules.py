@@ -125,7 +125,9 @@ def test_streams_unasked(target: Target) -> None:
     counts: dict[str, int] = {}
     for r in c.since(t0, None, t0 + BOOT_WINDOW_S):
         if r.type not in REPLY_TYPES:
-            counts[r.type] = counts.get(r.type, 0) + 1
+            comp = r.msg.get_srcComponent()
+            key = r.type if comp == 1 else f"{r.type} (component {comp})"
+            counts[key] = counts.get(key, 0) + 1
     rates = {k: round(n / BOOT_WINDOW_S, 1) for k, n in sorted(counts.items())}
     target.record("streams.unasked", rates)
     assert "HEARTBEAT" in rates
@@ -357,3 +359,67 @@ def test_offboard_after_one_setpoint(target: Target) -> None:
         )
     finally:
         disarm(target)
+
+
+# -- (8) the companion falls silent in flight ----------------------------------------------------------
+def _position(c: MavClient, at: float) -> tuple[float, float, float] | None:
+    r = c.wait_for(lambda r: r.type == "LOCAL_POSITION_NED", since=at, timeout_s=1.0)
+    return None if r is None else (float(r.msg.x), float(r.msg.y), float(r.msg.z))
+
+
+def test_silence_in_flight(target: Target) -> None:
+    """Take off to ~5 m, fly north at 2 m/s for 3 s, stop sending; watch 8 s. Last test: the
+    vehicle is left in the air (the target is torn down after this module)."""
+    c = target.client
+    c.set_message_interval(mav.MAVLINK_MSG_ID_LOCAL_POSITION_NED, 10.0)
+    if target.flavor == "px4":
+        c.stream_velocity((0.0, 0.0, 0.0))
+        time.sleep(1.2)
+        guided(target)
+        assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
+        c.stream_velocity((0.0, 0.0, -1.5))
+    else:
+        guided(target)
+        assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
+        assert c.command_long(mav.MAV_CMD_NAV_TAKEOFF, 0, 0, 0, 0, 0, 0, 5.0)[0] == mav.MAV_RESULT_ACCEPTED
+    up = c.wait_for(lambda r: r.type == "LOCAL_POSITION_NED" and r.msg.z < -4.0, since=now(), timeout_s=20.0)
+    assert up is not None, "did not climb to 4 m in 20 s"
+    c.stream_velocity((0.0, 0.0, 0.0))
+    time.sleep(2.0)
+    hb = c.heartbeat(since=now())
+    assert hb is not None
+    mode0 = hb.custom_mode
+    c.stream_velocity((2.0, 0.0, 0.0))
+    time.sleep(3.0)
+    c.stream_velocity(None)
+    t_stop = now()
+    p0 = _position(c, t_stop)
+    time.sleep(8.5)
+    track = [(r.t - t_stop, r.msg) for r in c.since(t_stop, "LOCAL_POSITION_NED", t_stop + 8.0)]
+    assert p0 is not None and track, "no LOCAL_POSITION_NED while watching"
+    change = c.wait_for(
+        lambda r: r.type == "HEARTBEAT" and r.msg.get_srcComponent() == 1 and r.msg.custom_mode != mode0,
+        since=t_stop,
+        timeout_s=0.0,
+    )
+    last = c.heartbeat(since=t_stop + 7.0, timeout_s=0.5)
+    failsafe = [
+        r.t - t_stop for r in c.since(t_stop, "STATUSTEXT", t_stop + 8.0) if "ailsafe" in str(r.msg.text)
+    ]
+    stopped = next((t for t, m in track if t > 0.5 and (m.vx**2 + m.vy**2) ** 0.5 < 0.1), None)
+    late = [(t, m) for t, m in track if t >= 3.0]
+    descent = (late[-1][1].z - late[0][1].z) / (late[-1][0] - late[0][0]) if len(late) > 1 else 0.0
+    end = track[-1][1]
+    target.record(
+        "silence.in_flight",
+        {
+            "failsafe text after s": round(failsafe[0], 1) if failsafe else "none",
+            "mode after 8 s": mode_name(target.flavor, last.custom_mode) if last else "no HEARTBEAT",
+            "first mode change": "none"
+            if change is None
+            else mode_name(target.flavor, change.msg.custom_mode),
+            "travel m": round(((end.x - p0[0]) ** 2 + (end.y - p0[1]) ** 2) ** 0.5, 1),
+            "stopped after s": round(stopped, 1) if stopped is not None else "not in 8 s",
+            "descent 3-8 s m/s": round(descent, 2),
+        },
+    )
