@@ -87,8 +87,9 @@ RULES = [
 # "emulator to fix" marks a difference the emulator should lose; the others are firmware detail it
 # does not model on purpose, or artefacts of the measurement.
 EXPLAINED: dict[tuple[str, str], str] = {
-    ("streams.unasked", "px4"): "emulator to fix: real PX4 SIH sends ~30 streams on its onboard link, "
-    "the emulator 8 (ATTITUDE, GLOBAL_POSITION_INT, GPS_RAW_INT, HOME_POSITION, TIMESYNC, ... missing)",
+    ("streams.unasked", "px4"): "emulator to fix: it now sends 20 of real PX4 SIH's ~30 onboard "
+    "streams; missing ATTITUDE_TARGET, DISTANCE_SENSOR, GPS_GLOBAL_ORIGIN, OPEN_DRONE_ID_*, PING, "
+    "POSITION_TARGET_LOCAL_NED, SERVO_OUTPUT_RAW, TIMESYNC, VIBRATION; GPS_RAW_INT 5 Hz vs ~8",
     ("streams.unasked", "ardupilot"): "both send HEARTBEAT only; real ArduCopter sent ~8 in its first "
     "5 s (extra ones around BOOT→STANDBY), the emulator one a second",
     ("heartbeat.boot", "px4"): "emulator to fix: real PX4 SIH boots in AUTO.LOITER (Hold), base_mode 29, "
@@ -116,6 +117,8 @@ EXPLAINED: dict[tuple[str, str], str] = {
     "refused until 10 s with its truncated 'No valid position e' text",
     ("ready.refusal_texts", "ardupilot"): "emulator to fix: real ArduCopter cycles through several "
     "reasons (Gyros/Accels inconsistent, AHRS waiting for home, Need Position Estimate); the emulator one",
+    ("param.set_unknown", "px4"): "emulator to fix: it answers '[pm] unknown param: NAME' as a "
+    "STATUSTEXT; real PX4 SIH sent no STATUSTEXT (and no PARAM_VALUE) within 3 s",
     ("heartbeat.armed", "px4"): "emulator to fix: real PX4 in OFFBOARD reports base_mode 145 "
     "(custom, stabilize, armed); the emulator adds GUIDED and AUTO (157)",
     ("offboard.one_setpoint_armed", "px4"): "emulator to fix: real PX4 accepts OFFBOARD after ONE "
