@@ -288,19 +288,19 @@ def _run(args: argparse.Namespace) -> int:
         else:
             runner = RealtimeRunner(vehicle, link, speed=args.speed)
 
-            def _term(*_: Any) -> None:
+            def _stop(signum: int, _frame: Any) -> None:
+                # Both signals stop the runner at its next step (a KeyboardInterrupt raised wherever
+                # the main thread happened to be was, under load, sometimes lost inside the runner).
                 nonlocal code
-                code = ExitCode.SIGTERM
+                code = ExitCode.SIGTERM if signum == signal.SIGTERM else ExitCode.SIGINT
                 runner.stop()
 
-            previous = signal.signal(signal.SIGTERM, _term)
+            previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
             try:
                 stats = runner.run(duration_s=args.duration)
-            except KeyboardInterrupt:
-                runner.stop()
-                stats, code = None, ExitCode.SIGINT
             finally:
-                signal.signal(signal.SIGTERM, previous)
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
         if stats is not None:
             print(
                 f"SITL ({args.flavor}) stopped: {stats.sim_time_s:.1f} s simulated in {stats.wall_time_s:.1f} s "
