@@ -154,3 +154,24 @@ def test_kill_9_hands_over_to_the_px4_failsafe_and_leaves_the_log_readable(
     assert left, f"PX4 never left OFFBOARD after the agent died: {modes}"
     assert left[0] < 1.0 + 2.5, f"failsafe took {left[0]:.1f} s (COM_OF_LOSS_T = 1 s)"
     assert modes[-1][1] == 3, f"expected Position mode (3), got main mode {modes[-1][1]}"
+
+
+def test_a_px4_mission_is_refused_on_an_ardupilot_vehicle(
+    bundles: Path, sitl_factory, tmp_path: Path
+) -> None:
+    """Issue 18, case 6: the shield's silence model comes from the mission's flavour; flying a PX4
+    mission on ArduPilot (which keeps the last velocity 3 s, not 1 s) must be refused, naming both."""
+    sitl = start_sitl("--flavor", "ardupilot", "--link", "udpin://127.0.0.1:0", "--seed", "4")
+    sitl_factory.append(sitl)
+    out = subprocess.run(
+        edge_agent(
+            "run", "--bundle", str(bundles / "goal_seeker"), "--mission", str(DEMO_MISSION),
+            "--link", sitl.agent_url, "--log", str(tmp_path / "refused.eal"),
+        ),
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=env(),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "the mission is for px4 ([autopilot] flavour = 'px4') but the vehicle on" in out.stderr
+    assert (
+        "is ARDUPILOT (its HEARTBEAT)" in out.stderr and "examples/missions/demo_ardupilot.toml" in out.stderr
+    )
