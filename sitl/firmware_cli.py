@@ -20,6 +20,7 @@ import sys
 import time
 from types import FrameType
 
+from firmware_bridge.exitcodes import ExitCode
 from sitl.firmware import FirmwareError, FirmwareSitl, FirmwareUnavailable
 
 
@@ -39,7 +40,8 @@ def parse_home(text: str | None) -> tuple[float, float, float] | None:
 
 
 def run_firmware(args: argparse.Namespace, params: dict[str, float]) -> int:
-    """Run the real firmware; the exit code of COMMAND, else 0 (1 on a bad option, 3 when unavailable)."""
+    """Run the real firmware; COMMAND's exit status, else 0 (docs/safety.md's exit-code table: 1 when
+    an option is wrong or the firmware cannot run here, 130/143 on a signal)."""
     command = [a for a in (args.command or []) if a != "--"] if args.command else []
     try:
         home = parse_home(args.home)
@@ -55,27 +57,19 @@ def run_firmware(args: argparse.Namespace, params: dict[str, float]) -> int:
             boot_speedup=args.boot_speedup,
             home=home,
         )
-    except ValueError as exc:
-        print(f"edge-agent sitl: error: {exc}", file=sys.stderr)
-        return 1
-    except FirmwareUnavailable as exc:
-        print(f"edge-agent sitl: cannot run the {args.firmware} firmware: {exc}", file=sys.stderr)
-        return 3
-    stop = {"flag": False}
+    except (ValueError, FirmwareUnavailable) as exc:
+        return _refuse(args.firmware, exc)
+    stop: dict[str, int | None] = {"signal": None}
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        stop["flag"] = True
+        stop["signal"] = signum
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
             fw.start()
-        except FirmwareUnavailable as exc:
-            print(f"edge-agent sitl: cannot run the {args.firmware} firmware: {exc}", file=sys.stderr)
-            return 3
-        except FirmwareError as exc:
-            print(f"edge-agent sitl: error: {exc}", file=sys.stderr)
-            return 1
+        except (FirmwareUnavailable, FirmwareError) as exc:
+            return _refuse(args.firmware, exc)
         name = "PX4 SITL (SIH)" if args.firmware == "px4" else "ArduCopter SITL"
         for v in fw.vehicles:
             print(
@@ -90,15 +84,15 @@ def run_firmware(args: argparse.Namespace, params: dict[str, float]) -> int:
         )
         if command:
             proc = fw.popen(command)
-            while proc.poll() is None and not stop["flag"]:
+            while proc.poll() is None and stop["signal"] is None:
                 time.sleep(0.1)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=15)
-            return proc.returncode if proc.returncode is not None else 130
+            return proc.returncode if proc.returncode is not None else ExitCode.SIGINT
         deadline = math.inf if args.duration is None else time.monotonic() + args.duration
-        while not stop["flag"] and time.monotonic() < deadline:
+        while stop["signal"] is None and time.monotonic() < deadline:
             dead = [v for v in fw.vehicles if v.proc.poll() is not None]
             if dead:
                 v = dead[0]
@@ -107,11 +101,19 @@ def run_firmware(args: argparse.Namespace, params: dict[str, float]) -> int:
                     f"{v.log_tail()}",
                     file=sys.stderr,
                 )
-                return 1
+                return ExitCode.ERROR
             time.sleep(0.2)
-        return 0
+        if stop["signal"] is not None:
+            return ExitCode.SIGTERM if stop["signal"] == signal.SIGTERM else ExitCode.SIGINT
+        return ExitCode.OK
     finally:
         fw.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
         print(f"{args.firmware} firmware stopped; namespace removed", file=sys.stderr, flush=True)
+
+
+def _refuse(kind: str, exc: Exception) -> int:
+    what = "error" if isinstance(exc, ValueError) else f"cannot run the {kind} firmware"
+    print(f"edge-agent sitl: {what}: {exc}", file=sys.stderr)
+    return ExitCode.ERROR
