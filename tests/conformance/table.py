@@ -64,7 +64,7 @@ RULES = [
     Rule("heartbeat.armed", "HEARTBEAT armed in OFFBOARD / GUIDED on the ground"),
     Rule(
         "offboard.no_recent_setpoint_armed",
-        "OFFBOARD while armed (from Hold), last setpoint 1.5 s before: ACK",
+        "OFFBOARD while armed (from Hold), last setpoint 3 s before: ACK",
         flavours=("px4",),
     ),
     Rule(
