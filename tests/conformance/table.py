@@ -64,7 +64,7 @@ RULES = [
     Rule("heartbeat.armed", "HEARTBEAT armed in OFFBOARD / GUIDED on the ground"),
     Rule(
         "offboard.no_recent_setpoint_armed",
-        "OFFBOARD while armed (from Hold), last setpoint 1.5 s before: ACK",
+        "OFFBOARD while armed (from Hold), last setpoint 3 s before: ACK",
         flavours=("px4",),
     ),
     Rule(
@@ -126,7 +126,7 @@ EXPLAINED: dict[tuple[str, str], str] = {
     ("silence.armed_ground", "px4"): "same mode change (POSCTL); real PX4's text is the bare "
     "'Failsafe activated', the emulator adds ': no offboard signal'",
     ("silence.in_flight", "px4"): "emulator to fix: real PX4 (no RC, Position mode cannot run) brakes "
-    "over 2.3-5.2 m (stopped after 3.9 s to > 8 s, three runs) and descends at 0.6-0.7 m/s; "
+    "over 2.3-5.2 m (stopped after 3.9 s to > 8 s, three runs) and descends at 0.5-0.7 m/s; "
     "the emulator stops in ~2 m within ~2 s and holds altitude",
 }
 

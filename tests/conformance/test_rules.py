@@ -336,7 +336,7 @@ def test_offboard_after_one_setpoint(target: Target) -> None:
     try:
         hold = c.set_mode(PX4_AUTO, PX4_LOITER)[0]
         c.stream_velocity(None)
-        time.sleep(1.5)
+        time.sleep(3.0)  # at 1.5 s real PX4 accepted once in four runs: its window is not sharp
         none = c.set_mode(PX4_OFFBOARD)[0]
         hb = c.heartbeat(since=now())
         target.record(
