@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: this version is a CPU build; a looser range pulls several GB of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
 	# the test suite exercises every part: export, training envs, calibration, Ray, and the dev tools
-	$(BIN)/pip install --quiet -e '.[export,train,calib,ray,dev]'
+	$(BIN)/pip install --quiet -e '.[export,train,calib,ray,convert,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
