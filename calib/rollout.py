@@ -170,7 +170,7 @@ class Trace:
 
 
 class SilentAutopilot(Protocol):
-    """The autopilot side of an agent-death episode (``calib.kill_campaign`` implements it)."""
+    """The autopilot side of an agent-death episode (``experiments.kill_campaign`` implements it)."""
 
     def send(self, sim: Sim, now_s: float, setpoint5: F64, alive: B8) -> None:
         """Fly this tick: ``setpoint5`` [B, 5] are the companion's velocity setpoints, valid only

@@ -209,13 +209,13 @@ def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) ->
 
 @pytest.mark.parametrize("kind", ["px4", "ardupilot"])
 def test_agent_killed_in_flight_the_firmware_stops_outside(kind: str, bundles: Path, tmp_path: Path) -> None:
-    """The short version of ``python -m calib.firmware_kill`` (docs/safety.md has the 40-50-kill runs):
+    """The short version of ``python -m experiments.firmware_kill`` (docs/safety.md has the 40-50-kill runs):
     SIGKILL the agent mid-flight, twice (the adversary, then the goal seeker taking the vehicle over
     where it stopped), and judge the stop from the firmware's telemetry. PX4 is configured as the
     silence model requires without RC: COM_OBL_RC_ACT = 5, Hold (its default, Position mode, cannot
     run without sticks and drifts: 1 breach in 47 kills; the agent warns about it)."""
     need(kind)
-    from calib.firmware_kill import campaign
+    from experiments.firmware_kill import campaign
 
     s = campaign(
         kind, 2, bundles, tmp_path / "kills.json", seed=3, watch_s=8.0,

@@ -1,9 +1,10 @@
-"""Measurement code behind ``edge-agent bench`` (docs/benchmarks.md).
+"""``edge-agent bench`` (docs/benchmarks.md): the command (``bench.cli``) and its measurements.
 
 Onboard-importable: the modules here import only numpy, onnxruntime, the bridge and the runtime
 at module level. Whatever needs torch, Stable-Baselines3, the exporter, the simulator or the
 certification code is imported inside the function that measures it, and that measurement is
-skipped (with the reason recorded) when the package is not installed.
+skipped (with the reason recorded) when the package is not installed. ``bench.physics`` (the
+simulator's own throughput, ``python -m bench.physics``) is the exception: it imports ``sitl``.
 """
 
 from __future__ import annotations

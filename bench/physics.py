@@ -1,6 +1,6 @@
 """Throughput of ``Sim.step``: vehicle-steps per second at several batch sizes.
 
-Run: ``.venv/bin/python -m sitl.bench`` (add ``--batches 1 4096 --seconds 2``).
+Run: ``.venv/bin/python -m bench.physics`` (add ``--batches 1 4096 --seconds 2``).
 """
 
 from __future__ import annotations

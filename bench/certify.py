@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from calib.bench import skipped
+from bench import skipped
 from edge_agent.bundle import load_bundle
 from edge_agent.policy import PolicyRunner
 

@@ -17,7 +17,7 @@ Rolling coverage at tick t = 1 − (misses / scored ticks) over the trailing win
 pooled over the batch. "Recovered" = from some tick on, rolling coverage stays within
 1 − α ± tol until the end of the run; the recovery time counts from the shift.
 
-    python -m calib.experiments.step_shift --bundle /tmp/b/goal_seeker --out docs/figures/step_shift.png
+    python -m experiments.step_shift --bundle /tmp/b/goal_seeker --out docs/figures/step_shift.png
 """
 
 from __future__ import annotations
@@ -399,9 +399,7 @@ def summary(result: StepShiftResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run the experiment, print the figures, write the figure (and a JSON)."""
-    p = argparse.ArgumentParser(
-        prog="python -m calib.experiments.step_shift", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m experiments.step_shift", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder (e.g. the scripted goal seeker)")
     p.add_argument("--out", type=Path, default=Path("docs/figures/step_shift.png"), help="figure path (PNG)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")

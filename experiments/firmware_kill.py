@@ -1,11 +1,11 @@
 """The agent killed in flight over real PX4 / ArduCopter SITL: does the vehicle stop outside?
 
-    python -m calib.firmware_kill --firmware px4 --kills 50 --bundles out/bundles --out out/kills_px4.json
+    python -m experiments.firmware_kill --firmware px4 --kills 50 --bundles out/bundles --out out/kills_px4.json
 
 The shield certifies a command only if the vehicle stays inside even when the agent dies right
 after sending it, assuming the autopilot's documented silence behaviour (PX4: keep the last
 setpoint for COM_OF_LOSS_T, then its failsafe brakes; ArduCopter: keep the last velocity for
-GUID_TIMEOUT, then brake). ``calib.kill_campaign`` checks that on our emulator; this checks it on
+GUID_TIMEOUT, then brake). ``experiments.kill_campaign`` checks that on our emulator; this checks it on
 the firmware itself. One firmware vehicle serves the whole campaign: each trial starts
 ``edge-agent run`` inside the firmware's namespace (alternately the adversary, which steers at
 the keep-outs and the fence at full speed, and the goal seeker), waits until it flies the policy,

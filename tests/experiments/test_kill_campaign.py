@@ -1,5 +1,5 @@
 """Agent-death campaign: the batched autopilot stand-in flies the firmware's silence behaviour, and
-killed shielded agents never breach (a short version of ``python -m calib.kill_campaign``)."""
+killed shielded agents never breach (a short version of ``python -m experiments.kill_campaign``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calib.kill_campaign import RULES, BatchAutopilot, mission_for_flavour, param_default, run_kill_campaign
 from calib.scenario import load_scenario
 from edge_agent.errors import ConfigError
 from examples.scripted_policies import export_adversary
+from experiments.kill_campaign import (
+    RULES,
+    BatchAutopilot,
+    mission_for_flavour,
+    param_default,
+    run_kill_campaign,
+)
 from sitl.sim import Sim
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "demo.toml"

@@ -16,7 +16,7 @@
    scenario's Beta band (5–95 %, widened by the held-out set's own 90 % sampling noise), or the two
    quantile intervals implied by the bands (metres) overlap.
 
-    python -m calib.experiments.log_vs_scenario --bundle /tmp/b/goal_seeker --flights 4 --wind 3 --gust 1
+    python -m experiments.log_vs_scenario --bundle /tmp/b/goal_seeker --flights 4 --wind 3 --gust 1
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from firmware_bridge.exitcodes import FLIGHT_OUTCOMES
 
 F64 = npt.NDArray[np.float64]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEMO_MISSION = REPO / "examples" / "missions" / "demo.toml"
 READY = re.compile(r"ready: connect to (\S+)")
 #: `edge-agent run`'s default take-off height: the flight's first tick hovers there.
@@ -157,7 +157,7 @@ def _wait_ready(proc: subprocess.Popen[str], timeout_s: float) -> str:
     return found[0]
 
 
-SCENARIO_TEMPLATE = """# Written by calib.experiments.log_vs_scenario: the SITL flights' conditions as a scenario.
+SCENARIO_TEMPLATE = """# Written by experiments.log_vs_scenario: the SITL flights' conditions as a scenario.
 [scenario]
 name = "log-equivalent"
 seed = {seed}
@@ -321,7 +321,7 @@ def summary(c: Comparison) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line: fly, calibrate both ways, compare."""
     p = argparse.ArgumentParser(
-        prog="python -m calib.experiments.log_vs_scenario", description=__doc__.split("\n")[0]
+        prog="python -m experiments.log_vs_scenario", description=__doc__.split("\n")[0]
     )
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder (e.g. the scripted goal seeker)")
     p.add_argument(

@@ -12,16 +12,6 @@ import numpy as np
 import pytest
 
 from calib.calibrate import CalibrationResult
-from calib.experiments.log_vs_scenario import (
-    compare,
-    fly,
-    log_calibration,
-    main,
-    scenario_calibration,
-    wind_vector,
-    write_equivalent_scenario,
-)
-from calib.experiments.step_shift import hold_mission
 from calib.logs import scores_from_logs
 from edge_agent.agent import HORIZON_S, build_agent
 from edge_agent.bundle import load_bundle
@@ -30,6 +20,16 @@ from edge_agent.flightlog import FlightLog, read_log
 from edge_agent.mission import VehicleSpec
 from edge_agent.observation import StateArrays
 from edge_agent.policy import PolicyRunner
+from experiments.log_vs_scenario import (
+    compare,
+    fly,
+    log_calibration,
+    main,
+    scenario_calibration,
+    wind_vector,
+    write_equivalent_scenario,
+)
+from experiments.step_shift import hold_mission
 
 
 def _recorded(path: Path) -> np.ndarray:

@@ -6,8 +6,8 @@ breach, altitude, ground strike, loss of control; ``calib.rollout.FAILURE_DEFINI
 the one-sided Clopper–Pearson bound ε(k, N, β), and the breach rate k/N. The episodes are
 ``calib.certify.run_campaign``'s (vectorised SITL, the onboard tick), indices 0..N−1.
 
-    python -m calib.experiments.campaigns --bundle /tmp/b/goal_seeker --scenarios examples/scenarios/calm.toml --episodes 300
-    python -m calib.experiments.campaigns --bundle /tmp/b/adversary --scenarios examples/scenarios/demo.toml --episodes 3000
+    python -m experiments.campaigns --bundle /tmp/b/goal_seeker --scenarios examples/scenarios/calm.toml --episodes 300
+    python -m experiments.campaigns --bundle /tmp/b/adversary --scenarios examples/scenarios/demo.toml --episodes 3000
 """
 
 from __future__ import annotations
@@ -125,9 +125,7 @@ def markdown_table(rows: list[CampaignRow]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: both campaigns, a Markdown table, optionally a JSON file."""
-    p = argparse.ArgumentParser(
-        prog="python -m calib.experiments.campaigns", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m experiments.campaigns", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder")
     p.add_argument(
         "--scenarios", type=Path, required=True, help="scenario TOML (e.g. examples/scenarios/calm.toml)"

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calib.experiments.step_shift import (
+from edge_agent.errors import ConfigError
+from experiments.step_shift import (
     StepShiftConfig,
     analyse,
     fly,
@@ -17,7 +18,6 @@ from calib.experiments.step_shift import (
     recovery_ticks,
     rolling_coverage,
 )
-from edge_agent.errors import ConfigError
 
 
 def test_rolling_coverage_pools_the_batch_over_a_trailing_window() -> None:

@@ -39,7 +39,7 @@ JSON (``--json``), one object; every figure's unit is in its key:
 * ``targets``: [{name, target, measured, met}] — issue 8's targets against this run's figures.
 
 A section that cannot run here records ``{"skipped": reason}`` instead of failing the command.
-``--plot PNG`` draws the run (``calib.bench.plot``); ``--from-json FILE`` shows and draws a saved
+``--plot PNG`` draws the run (``bench.plot``); ``--from-json FILE`` shows and draws a saved
 run without measuring.
 """
 
@@ -214,7 +214,7 @@ def machine() -> dict[str, Any]:
 
 def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, Any]:
     """Every requested section, in order; returns the JSON document."""
-    from calib.bench import skipped
+    from bench import skipped
     from edge_agent.mission import load_mission
 
     started = time.perf_counter()
@@ -232,7 +232,7 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
     needs_bundle = {"tick", "loop", "startup", "certify"} & set(sections)
     if bundle is None and needs_bundle:
         try:
-            from calib.bench.tick import export_variant
+            from bench.tick import export_variant
 
             bundle, torch_module = export_variant("mlp", 64, work / "mlp_2x64_fp32", False)
         except ImportError as exc:
@@ -242,7 +242,7 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
             sections = [s for s in sections if s not in needs_bundle]
 
     if "tick" in sections:
-        from calib.bench.tick import measure_tick
+        from bench.tick import measure_tick
         from edge_agent.bundle import load_bundle
 
         assert bundle is not None
@@ -251,15 +251,15 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
             b, mission, args.ticks, rng, torch_module=torch_module, sb3=not args.no_sb3
         )
         out["tick"]["model_bytes"] = len(b.model_bytes)
-        from calib.bench.tick import measure_stages
+        from bench.tick import measure_stages
 
         out["tick"]["stages"] = measure_stages(b, mission, max(args.ticks // 4, 100), rng)
     if "variants" in sections:
-        from calib.bench.tick import measure_variants
+        from bench.tick import measure_variants
 
         out["variants"] = measure_variants(mission, work, max(args.ticks // 4, 100), rng)
     if "loop" in sections:
-        from calib.bench.loop import measure_loop
+        from bench.loop import measure_loop
 
         assert bundle is not None
         out["loop"] = {
@@ -274,16 +274,16 @@ def run_benchmarks(args: argparse.Namespace, sections: list[str]) -> dict[str, A
             for r in args.loop_rates
         }
     if "startup" in sections:
-        from calib.bench.loop import measure_startup
+        from bench.loop import measure_startup
 
         assert bundle is not None
         out["startup"] = measure_startup(bundle, args.mission)
     if "bridge" in sections:
-        from calib.bench.bridge import measure_bridge
+        from bench.bridge import measure_bridge
 
         out["bridge"] = measure_bridge(args.bridge_messages, args.repeat, rng)
     if "certify" in sections:
-        from calib.bench.certify import measure_certification
+        from bench.certify import measure_certification
 
         assert bundle is not None
         out["certify"] = measure_certification(
@@ -484,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(doc))
     if args.plot is not None:
-        from calib.bench.plot import plot
+        from bench.plot import plot
 
         print(f"figure written: {plot(doc, args.plot)}", file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from calib.bench import percentiles_us, skipped
+from bench import percentiles_us, skipped
 from edge_agent.agent import AgentCore, Decision, build_agent
 from edge_agent.bundle import Bundle, load_bundle, session_options
 from edge_agent.mission import Mission

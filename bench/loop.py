@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from calib.bench import skipped
+from bench import skipped
 from edge_agent.errors import EdgeAgentError
 from edge_agent.flightlog import read_log
 from firmware_bridge.exitcodes import FLIGHT_OUTCOMES

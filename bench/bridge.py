@@ -1,7 +1,7 @@
 """Section 4 of the benchmark: the bridge's MAVLink encode / parse beside pymavlink's own helpers.
 
-Moved here from tests/bridge/bench_bridge.py (the bridge author's script), so ``edge-agent bench``
-and that script share one implementation. Encode and parse are timed best-of-``repeat`` over a
+``edge-agent bench --sections bridge`` runs it inside the whole benchmark; ``python -m bench.bridge``
+prints this section alone, as docs/bridge.md quotes it. Encode and parse are timed best-of-``repeat`` over a
 telemetry mix (LOCAL_POSITION_NED, ATTITUDE_QUATERNION, HIGHRES_IMU, SET_POSITION_TARGET_LOCAL_NED);
 the pty figures push the whole stream through a real pseudo-terminal and read it back.
 """
@@ -132,4 +132,23 @@ def measure_bridge(n: int, repeat: int, rng: np.random.Generator, *, pty: bool =
     return out
 
 
-__all__ = ["best_of", "measure_bridge", "telemetry_mix"]
+def main() -> None:
+    """Print the bridge section alone: 20,000 messages, best of 5 (docs/bridge.md's figures)."""
+    n = 20_000
+    r = measure_bridge(n, 5, np.random.default_rng(0))
+    e, p = r["encode_us_per_msg"], r["parse_us_per_msg"]
+    print(f"encode   ours {e['ours']:6.2f} µs/msg   pymavlink MAVLink.send {e['pymavlink_send']:6.2f} µs/msg")
+    print(
+        f"parse    ours {p['ours']:6.2f} µs/msg   pymavlink parse_buffer  {p['pymavlink_parse_buffer']:6.2f} µs/msg"
+    )
+    print(f"parse    ours, 4 KiB chunks {p['ours_4k_chunks']:6.2f} µs/msg")
+    for label, v in r["pty"].items():
+        print(
+            f"pty      {label:50s} {v['msg_per_s']:9.0f} msg/s  ({v['us_per_msg']:5.2f} µs/msg, {v['received']} of {n})"
+        )
+
+
+__all__ = ["best_of", "main", "measure_bridge", "telemetry_mix"]
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ Failures are judged exactly as in certification (``calib.rollout``), on the true
 ``settle_s`` after the kill. Kills land anywhere in ``[kill_min_s, kill_max_s]`` (uniform), which
 for the adversary bundle means mostly while it drives at full speed at the fence or a zone.
 
-    python -m calib.kill_campaign BUNDLE --flavour px4 --kills 1000
+    python -m experiments.kill_campaign BUNDLE --flavour px4 --kills 1000
 """
 
 from __future__ import annotations

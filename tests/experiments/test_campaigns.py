@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from calib.experiments.campaigns import CampaignRow, compare, main, markdown_table
 from calib.scenario import load_scenario
+from experiments.campaigns import CampaignRow, compare, main, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "examples" / "scenarios"
