@@ -288,7 +288,7 @@ def measure_startup(bundle: Path, mission: Path, runs: int = 3) -> dict[str, Any
     is the same probe with the bytecode cached (in a temporary ``PYTHONPYCACHEPREFIX``), which is
     what a pip-installed runtime sees. ``signed`` is the probe on a signed copy of the bundle with
     the public key given, as ``edge-agent run --public-key`` starts (Ed25519 verification loads
-    OpenSSL through ``cryptography``; an unsigned start does not).
+    libsodium through PyNaCl; an unsigned start does not).
     """
     runtime = _median_probe(_PROBE, str(bundle), str(mission), runs=runs)
     out: dict[str, Any] = {

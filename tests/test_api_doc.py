@@ -47,6 +47,6 @@ def test_version_and_typing_marker_match_the_package() -> None:
 
 
 def test_importing_the_facade_is_cheap() -> None:
-    probe = "import sys, edge_agent; print(sorted(m for m in ('numpy', 'onnxruntime', 'cryptography') if m in sys.modules))"
+    probe = "import sys, edge_agent; print(sorted(m for m in ('numpy', 'onnxruntime', 'nacl', 'cryptography') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Bundle signing (Ed25519 on `cryptography`), typed key files, and MAVLink signing end to end with the SITL."""
+"""Bundle signing (Ed25519 on PyNaCl, libsodium), typed key files, and MAVLink signing end to end with the SITL."""
 
 from __future__ import annotations
 
