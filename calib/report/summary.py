@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from calib.report.flight import LAYER_NAMES, Flight
 from edge_agent.agent import calibrator_config_for
 from edge_agent.fallback import Stage
-from edge_agent.loop import LoopConfig
+from edge_agent.loop_config import LoopConfig
 from edge_agent.mission import Keepout, KeepoutBox, KeepoutCylinder
 from edge_agent.shield import Reason
 
