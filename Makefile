@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy edge_agent firmware_bridge sitl calib export
+	$(BIN)/mypy edge_agent firmware_bridge sitl calib export bench experiments
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q

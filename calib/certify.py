@@ -1,6 +1,6 @@
 """The Monte-Carlo certification campaign: N i.i.d. scenario episodes, k failures, ε(k, N, β).
 
-Episodes are flown in chunks (``calib.rollout.run_episodes``), locally or as Ray tasks
+Episodes are flown in chunks (``calib.rollout.ChunkRunner``), locally or as Ray tasks
 (``calib.ray_backend``). Every finished chunk is appended to a progress file keyed by the
 scenario hash and the bundle hash, so an interrupted campaign continues where it stopped and a
 rerun never flies an episode twice. Results do not depend on the chunking (see calib.rollout).
@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calib.rollout import FAILURE_DEFINITIONS, EpisodeResults, failure_names, run_episodes
-from calib.scenario import ScenarioSpec, scenario_hash, scenario_mission, thrust_to_weight_floor
+from calib.rollout import FAILURE_DEFINITIONS, ChunkRunner, EpisodeResults, failure_names
+from calib.scenario import ScenarioSpec, scenario_hash, thrust_to_weight_floor
 from calib.stats import clopper_pearson_upper, cvar
-from edge_agent.bundle import MANIFEST_NAME, load_bundle
+from edge_agent.bundle import MANIFEST_NAME
 from edge_agent.errors import BundleError, ConfigError
 from edge_agent.guarantees import calibration_sha256, flight_body_sha256
-from edge_agent.policy import PolicyRunner
 
 IID_STATEMENT = (
     "Episodes are independent and identically distributed draws from the declared scenario "
@@ -55,29 +54,6 @@ def bundle_hash(bundle_dir: str | Path) -> str:
 def bundle_calibration_sha256(bundle_dir: str | Path) -> str:
     """Digest of the bundle's calibration section ("none" without one), as the certificate records it."""
     return calibration_sha256(_raw_manifest(bundle_dir).get("calibration"))
-
-
-class ChunkRunner:
-    """Loads a bundle and the scenario's mission once, then flies chunks of episodes."""
-
-    def __init__(self, bundle_dir: str | Path, spec: ScenarioSpec, *, shield_enabled: bool = True) -> None:
-        self.bundle = load_bundle(bundle_dir)
-        self.policy = PolicyRunner(self.bundle)
-        self.mission = scenario_mission(spec)
-        self.spec = spec
-        self.shield_enabled = shield_enabled
-
-    def __call__(self, episodes: NDArray[np.int64]) -> EpisodeResults:
-        """Fly these episodes side by side."""
-        res, _ = run_episodes(
-            self.policy,
-            self.bundle.manifest,
-            self.mission,
-            self.spec,
-            episodes,
-            shield_enabled=self.shield_enabled,
-        )
-        return res
 
 
 def chunks_of(episodes: NDArray[np.int64], batch: int) -> list[NDArray[np.int64]]:

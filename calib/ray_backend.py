@@ -17,15 +17,13 @@ import numpy as np
 import ray
 from numpy.typing import NDArray
 
-from calib.rollout import EpisodeResults
+from calib.rollout import ChunkRunner, EpisodeResults
 from calib.scenario import ScenarioSpec
 
 
 def _fly_chunk(
     bundle_dir: str, spec: ScenarioSpec, episodes: list[int], shield_enabled: bool
 ) -> dict[str, Any]:
-    from calib.certify import ChunkRunner  # imported in the worker process
-
     runner = ChunkRunner(bundle_dir, spec, shield_enabled=shield_enabled)
     return runner(np.asarray(episodes, dtype=np.int64)).to_lists()
 

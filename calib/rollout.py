@@ -18,18 +18,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from calib.scenario import EpisodeParams, ScenarioSpec, sample_episodes, sim_rng
+from calib.scenario import EpisodeParams, ScenarioSpec, sample_episodes, scenario_mission, sim_rng
 from edge_agent.agent import PolicyLike, build_agent
-from edge_agent.bundle import Manifest
+from edge_agent.bundle import Manifest, load_bundle
 from edge_agent.errors import ConfigError
 from edge_agent.fallback import Stage
 from edge_agent.mission import Mission
 from edge_agent.observation import StateArrays
+from edge_agent.policy import PolicyRunner
 from sitl.disturbance import Disturbances, Faults, MeasurementNoise
 from sitl.sim import SetpointKind, Sim
 
@@ -170,7 +172,7 @@ class Trace:
 
 
 class SilentAutopilot(Protocol):
-    """The autopilot side of an agent-death episode (``calib.kill_campaign`` implements it)."""
+    """The autopilot side of an agent-death episode (``experiments.kill_campaign`` implements it)."""
 
     def send(self, sim: Sim, now_s: float, setpoint5: F64, alive: B8) -> None:
         """Fly this tick: ``setpoint5`` [B, 5] are the companion's velocity setpoints, valid only
@@ -433,6 +435,33 @@ def failure_names(kind: int) -> list[str]:
     return [name for bit, name in FAILURE_NAMES.items() if kind & bit]
 
 
+class ChunkRunner:
+    """Loads a bundle and the scenario's mission once, then flies chunks of episodes.
+
+    The one unit of work of a campaign, locally (``calib.certify``) and in a Ray worker
+    (``calib.ray_backend``); it lives here so that neither of those imports the other.
+    """
+
+    def __init__(self, bundle_dir: str | Path, spec: ScenarioSpec, *, shield_enabled: bool = True) -> None:
+        self.bundle = load_bundle(bundle_dir)
+        self.policy = PolicyRunner(self.bundle)
+        self.mission = scenario_mission(spec)
+        self.spec = spec
+        self.shield_enabled = shield_enabled
+
+    def __call__(self, episodes: NDArray[np.int64]) -> EpisodeResults:
+        """Fly these episodes side by side."""
+        res, _ = run_episodes(
+            self.policy,
+            self.bundle.manifest,
+            self.mission,
+            self.spec,
+            episodes,
+            shield_enabled=self.shield_enabled,
+        )
+        return res
+
+
 __all__ = [
     "ALTITUDE",
     "FAILURE_DEFINITIONS",
@@ -440,6 +469,7 @@ __all__ = [
     "GROUND",
     "KEEPOUT",
     "LOSS_OF_CONTROL",
+    "ChunkRunner",
     "EpisodeResults",
     "KillPlan",
     "SilentAutopilot",

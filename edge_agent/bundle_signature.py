@@ -1,9 +1,9 @@
 """A bundle's signature file: Ed25519 over the sealed manifest digest (which covers every file's SHA-256).
 
 ``signature.json`` holds the algorithm, the digest it signs, the signer's public key (a claim,
-for display) and the signature. The primitives are :mod:`edge_agent.signing` (``cryptography``
+for display) and the signature. The primitives are :mod:`edge_agent.signing` (PyNaCl's libsodium
 with strict checks); that module is imported inside the functions here, not at the top, because
-it loads OpenSSL (~12 ms and ~9 MiB of RSS), which a drone flying without ``--public-key`` never
+it loads libsodium (~1 MiB of RSS), which a drone flying without ``--public-key`` never
 needs (docs/benchmarks.md).
 """
 

@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("calib.replay_cli", "re-fly one certification episode and plot it"),
     "report": ("calib.report_cli", "an HTML report with figures from a flight log"),
     "convert": ("calib.convert_cli", "a flight log as CSV, Parquet or MCAP (PlotJuggler, Foxglove, pandas)"),
-    "bench": ("calib.bench_cli", "latency, throughput and memory benchmarks"),
+    "bench": ("bench.cli", "latency, throughput and memory benchmarks"),
 }
 
 
@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "calib",
             "sitl",
             "firmware_bridge",
+            "bench",
         ):
             raise  # our own module is broken: a bug, not a missing extra
         print(

@@ -10,7 +10,7 @@ The header is what lets ``edge-agent sign`` refuse a public key and ``edge-agent
 --public-key`` refuse a secret one (which has no business on a drone). Files written before the
 header existed (64 hex digits alone) are refused with the command that converts them: from such a
 file alone one cannot tell which half it holds. This module reads and writes files only; the
-signing itself is :mod:`edge_agent.signing` (which loads OpenSSL; this module does not).
+signing itself is :mod:`edge_agent.signing` (which loads libsodium; this module does not).
 """
 
 from __future__ import annotations

@@ -27,15 +27,12 @@ pilot switched) is a loss of control: the loop stops commanding and never switch
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import gc
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,21 +40,30 @@ import numpy as np
 
 from edge_agent.agent import AgentCore, build_agent
 from edge_agent.bundle import Bundle
-from edge_agent.errors import ActivationError, ConfigError, EdgeAgentError
+from edge_agent.errors import ActivationError, ConfigError
 from edge_agent.fallback import Stage
-from edge_agent.flightlog import FlightLog, LogLimits
+from edge_agent.flightlog import FlightLog
 from edge_agent.guarantees import valid_certificate
+from edge_agent.loop_config import LAYER_NAMES, LoopConfig, RunSummary, StopRequested
 from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
-from edge_agent.preflight import check_takeoff_alt
+from edge_agent.preflight import check_takeoff_alt, failsafe_refusal
 from edge_agent.shield import Reason
+from edge_agent.timing import LatencyHistogram, set_realtime_priority, set_timer_slack, wait_until
 from edge_agent.vehicle import describe, identity, mismatch
 from firmware_bridge.adapters import ArduPilotGuided, Px4Offboard, VehicleAdapter, activate
 from firmware_bridge.errors import CommandError
 from firmware_bridge.exitcodes import ExitCode
 from firmware_bridge.links import Link, ReconnectingLink
-from firmware_bridge.session import MavlinkSession, SessionConfig, SessionEventKind, stream_rates_for
+from firmware_bridge.session import (
+    OPTIONAL_PARAMS,
+    PX4_FAILSAFE_PARAMS,
+    MavlinkSession,
+    SessionConfig,
+    SessionEventKind,
+    stream_rates_for,
+)
 from firmware_bridge.types import Autopilot, LandedState, VehicleState, VelocityNedYawRate
 
 if TYPE_CHECKING:
@@ -65,136 +71,11 @@ if TYPE_CHECKING:
 
 # MAV_SEVERITY
 _WARNING, _NOTICE, _INFO = 4, 5, 6
-_LAYER_NAMES = ("none", "watchdog", "barrier", "fallback")
 _REASON_NAMES = {int(r): r.name for r in Reason}
 """Reason code → name without building an enum member every tick."""
 _STAGE_LAND = int(Stage.LAND)
-END_ACTIONS = ("land", "hold", "rtl")
 _FLAVOUR_AUTOPILOT = {"px4": Autopilot.PX4, "ardupilot": Autopilot.ARDUPILOT}
 _DEMO_MISSION = {"px4": "demo.toml", "ardupilot": "demo_ardupilot.toml"}
-
-
-@dataclass(frozen=True, slots=True)
-class LoopConfig:
-    """Settings of one flight, given on the command line."""
-
-    rate_hz: float | None = None
-    """Control rate; None = the bundle's training rate (the policy was trained at it)."""
-    takeoff_alt_m: float = 5.0
-    """Take-off height above the origin when the vehicle starts on the ground."""
-    connect_timeout_s: float = 15.0
-    """How long to wait for the autopilot's first HEARTBEAT."""
-    ready_timeout_s: float = 120.0
-    """How long to wait, after the HEARTBEAT, until the autopilot can fly: position estimate
-    flowing and its pre-arm checks passing (a cold real ArduCopter needs ~42 s for its EKF)."""
-    activation_timeout_s: float = 60.0
-    max_duration_s: float = math.inf
-    shield_enabled: bool = True
-    """False only to demonstrate what the shield prevents (the watchdog stays on)."""
-    deadline_frac: float = 0.5
-    """Inference deadline as a fraction of the control period."""
-    gcs_period_s: float = 0.5
-    """How often margin, coverage and interventions go to the ground station."""
-    gcs_text_min_interval_s: float = 1.0
-    """Hold/resume STATUSTEXTs closer together than this are folded (a flapping link must not flood)."""
-    end_action: str = "land"
-    """What the vehicle does when the mission completes or the agent is stopped (END_ACTIONS): the
-    autopilot's own LAND; its position hold (PX4 Hold, ArduCopter BRAKE: never a stick-following
-    mode); or its return to launch."""
-    log_limits: LogLimits = field(default_factory=LogLimits)
-    timer_slack_ns: int = 1000
-    """Linux timer slack asked for the loop's thread while flying: the kernel's default (50 µs) lets
-    every tick's sleep end up to 50 µs late. 0 leaves it alone."""
-    realtime_priority: int | None = None
-    """SCHED_FIFO priority (1-99) for the agent from connect on, so that no ordinary process (the
-    SITL woken by our own setpoint write, a log shipper) preempts a tick; None keeps the default
-    scheduler. Needs CAP_SYS_NICE; refused at start-up, before connecting, when not granted."""
-    spin_us: float = 0.0
-    """Sleep until this long before each tick is due, then wait for it on the clock (a busy wait):
-    a wake-up from sleep can be hundreds of µs late on a loaded or virtual machine, the clock is
-    read within ~1 µs. Costs that much CPU per tick; 0 (the default) only sleeps."""
-
-    def __post_init__(self) -> None:
-        if self.rate_hz is not None and not 1.0 <= self.rate_hz <= 1000.0:
-            raise ConfigError(f"control rate {self.rate_hz} Hz is outside 1–1000 Hz")
-        if self.end_action not in END_ACTIONS:
-            raise ConfigError(f"end action {self.end_action!r} must be one of {', '.join(END_ACTIONS)}")
-        if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
-            raise ConfigError(f"realtime priority {self.realtime_priority} must lie in 1..99 (SCHED_FIFO)")
-        if not 0.0 < self.deadline_frac <= 1.0:
-            raise ConfigError(f"deadline_frac {self.deadline_frac} must lie in (0, 1]")
-        if not (self.ready_timeout_s > 0 and math.isfinite(self.ready_timeout_s)):
-            raise ConfigError(f"--ready-timeout {self.ready_timeout_s} s must be a finite number > 0")
-        if not 0.0 <= self.spin_us <= 10_000.0:
-            raise ConfigError(f"spin {self.spin_us} µs must lie in 0–10000 µs")
-
-
-@dataclass
-class RunSummary:
-    """What a flight did, for the terminal and the report."""
-
-    ticks: int = 0
-    duration_s: float = 0.0
-    mission_complete: bool = False
-    end_reason: str = ""
-    interventions: dict[str, int] = field(default_factory=lambda: {n: 0 for n in _LAYER_NAMES[1:]})
-    reasons: dict[str, int] = field(default_factory=dict)
-    deadline_misses: int = 0
-    overruns: int = 0
-    min_slack_m: float = math.inf
-    max_margin_m: float = 0.0
-    final_miscoverage: float = float("nan")
-    tick_latency_us_p50: float = float("nan")
-    tick_latency_us_p99: float = float("nan")
-    jitter_us_p99: float = float("nan")
-    control_lost: str | None = None
-    log_path: str = ""
-    link_downs: int = 0
-    """Link or autopilot-HEARTBEAT losses seen while flying."""
-    holds: int = 0
-    """Watchdog hold episodes (stale telemetry, link down, deadline, non-finite input)."""
-    longest_hold_s: float = 0.0
-    log_records_dropped: int = 0
-    """Flight-log records lost to a full or failing disk."""
-    exit_code: ExitCode = ExitCode.OK
-    """What the end of the flight means as a process status (firmware_bridge.exitcodes)."""
-
-
-class StopRequested(EdgeAgentError):
-    """A stop (a signal) came before the agent took control: nothing was commanded."""
-
-    def __init__(self, reason: str, code: ExitCode) -> None:
-        super().__init__(f"stopped before taking control ({reason}); nothing was commanded")
-        self.code = code
-
-
-class LatencyHistogram:
-    """Durations in log-spaced bins: percentiles within 2 % in O(1) memory, however long the flight.
-
-    The loop used to keep every tick's latency in a list for the summary's percentiles: at 250 Hz
-    that grew the agent by ~1 MB a minute (found by the soak, docs/safety.md).
-    """
-
-    EDGES_NS: tuple[float, ...] = tuple(np.geomspace(1e2, 1e11, 1001).tolist())
-    """Bin edges from 100 ns to 100 s; each bin spans a factor of 10**(9/1000) ≈ 1.021."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.EDGES_NS) + 1)
-        self.count = 0
-
-    def add(self, duration_ns: int) -> None:
-        """Count one duration (negative counts as zero); a bisection, ~1 µs, every tick."""
-        self.counts[bisect.bisect_left(self.EDGES_NS, duration_ns)] += 1
-        self.count += 1
-
-    def percentile_ns(self, q: float) -> float:
-        """The q-th percentile (0-100): the geometric middle of the bin that holds it; nan if empty."""
-        if self.count == 0:
-            return float("nan")
-        k = int(np.searchsorted(np.cumsum(self.counts), q / 100.0 * self.count))
-        lo = self.EDGES_NS[max(k - 1, 0)] if k > 0 else 0.0
-        hi = self.EDGES_NS[min(k, len(self.EDGES_NS) - 1)]
-        return float(np.sqrt(lo * hi)) if lo > 0 else float(hi)
 
 
 class Runtime:
@@ -387,33 +268,25 @@ class Runtime:
                 f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
             )
 
-    def check_failsafe(self) -> str | None:
-        """Warn (console, log, ground station) when the autopilot's own reaction to the agent falling
-        silent cannot hold the vehicle where the shield assumes it stops.
+    def check_failsafe(self) -> None:
+        """Refuse, before anything is commanded, an autopilot whose own reaction to the agent falling
+        silent cannot stop the vehicle where the shield assumes it stops (preflight.failsafe_refusal).
 
-        PX4's offboard-loss action COM_OBL_RC_ACT defaults to Position mode, which follows the
-        pilot's sticks; with no RC (COM_RC_IN_MODE joystick-only or none, as in SIH) it cannot run and
-        PX4 falls to a descent that holds zero *estimated* velocity, not a position. On real PX4 SIH
-        whose velocity estimate was biased by 0.2 m/s, the vehicle then drifted 1.9 m after a kill,
-        0.26 m into a keep-out (calib.firmware_kill, docs/safety.md). Hold (5) or Land (4) hold
-        position on the position estimate."""
-        p = self.state.params
-        if self.state.autopilot != Autopilot.PX4 or "COM_OBL_RC_ACT" not in p:
-            return None
-        action, rc_mode = int(p["COM_OBL_RC_ACT"]), int(p.get("COM_RC_IN_MODE", -1))
-        if action not in (0, 1, 2) or rc_mode not in (1, 4):
-            return None
-        name = {0: "Position", 1: "Altitude", 2: "Manual"}[action]
-        text = (
-            f"PX4 falls to {name} mode if the agent goes silent (COM_OBL_RC_ACT {action}) but has no RC "
-            f"(COM_RC_IN_MODE {rc_mode}): it cannot hold position there and drifts with its velocity "
-            f"estimate, beyond what the shield's silence model assumes; set COM_OBL_RC_ACT to 5 (Hold) or 4 (Land)"
-        )
-        print(f"edge-agent run: WARNING: {text}", file=sys.stderr, flush=True)
-        if self.log is not None:
-            self.log.event(self._t(), "failsafe_warning", detail=text)
-        self._gcs_text(_WARNING, "edge-agent: set COM_OBL_RC_ACT=5 (Hold)")
-        return text
+        The parameters it needs are read at connect and may still be on their way: it waits for
+        them, as long as the session's bounded retries of each read last."""
+        if self.session is None or self.state.autopilot != Autopilot.PX4:
+            return
+        deadline = self.clock() + int(self.config.param_wait_s * 1e9)
+        while any(self.session.reading(n) for n in PX4_FAILSAFE_PARAMS + OPTIONAL_PARAMS[Autopilot.PX4]):
+            if self.clock() > deadline:
+                break
+            if self._stop_reason is not None:
+                raise StopRequested(self._stop_reason, self._stop_code)
+            self._poll(self.clock())
+            self.sleep(0.01)
+        why = failsafe_refusal(self.state.autopilot.name, self.state.params)
+        if why is not None:
+            raise ActivationError(f"refusing to take control of the vehicle on {self.link.url}: {why}")
 
     def check_vehicle(self) -> str | None:
         """Report (console, log, ground station) when the bundle's calibration is for another vehicle.
@@ -573,6 +446,7 @@ class Runtime:
             set_realtime_priority(self.config.realtime_priority)
         self.connect()
         self.check_flavour()
+        self.check_failsafe()
         self._t0_ns = self.clock()
         self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
         try:
@@ -580,7 +454,6 @@ class Runtime:
             self.activate()
             self.climb()
             self.check_vehicle()
-            self.check_failsafe()
             self.core = self._build()
             self.policy.reset()
             self.log.event(self._t(), "activated", mode=self.state.mode)
@@ -671,7 +544,7 @@ class Runtime:
             stage = int(d.fallback_stage[0])
             self._track_hold(t, layer, reason)
             if d.intervened[0]:
-                s.interventions[_LAYER_NAMES[layer]] += 1
+                s.interventions[LAYER_NAMES[layer]] += 1
                 name = _REASON_NAMES[reason]
                 s.reasons[name] = s.reasons.get(name, 0) + 1
             slack = float(d.min_slack_m[0])
@@ -831,59 +704,6 @@ class Runtime:
                 self.adapter.send(hold)
         self._gcs_text(_NOTICE, f"edge-agent: finished ({reason})")
         self.log.sync()
-
-
-def wait_until(
-    deadline_ns: int, clock: Callable[[], int], sleep: Callable[[float], None], spin_ns: int
-) -> int:
-    """Wait for the tick due at ``deadline_ns``; returns the clock's reading when it starts.
-
-    Sleeps until ``spin_ns`` before the deadline, then reads the clock until it is reached (the
-    loop's ``--spin-us``: a wake-up from sleep may come hundreds of µs late, a clock read takes
-    ~1 µs). With ``spin_ns`` = 0 it only sleeps, and a clock that moves only when slept (the tests'
-    simulated ones) never spins."""
-    now = clock()
-    if now < deadline_ns:
-        if now < deadline_ns - spin_ns:
-            sleep((deadline_ns - spin_ns - now) * 1e-9)
-        now = clock()
-        while spin_ns and now < deadline_ns:
-            now = clock()
-    return now
-
-
-def set_realtime_priority(priority: int) -> None:
-    """Run this process at SCHED_FIFO ``priority``; ConfigError (with the fix) when refused."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (AttributeError, OSError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(
-            f"cannot run the agent at SCHED_FIFO priority {priority}: {why}; grant it CAP_SYS_NICE "
-            f"(systemd: CPUSchedulingPolicy=fifo, or AmbientCapabilities=CAP_SYS_NICE) or leave out "
-            f"--realtime-priority"
-        ) from exc
-
-
-def set_timer_slack(ns: int) -> bool:
-    """Ask Linux to end this thread's sleeps within ``ns`` of their deadline; False where it cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes  # already loaded by numpy
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_timerslack = 29
-        ok = libc.prctl(
-            ctypes.c_int(pr_set_timerslack),
-            ctypes.c_ulong(ns),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-        )
-    except (OSError, AttributeError):
-        return False
-    return bool(ok == 0)
 
 
 def _mission_record(m: Mission) -> dict[str, Any]:

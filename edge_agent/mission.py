@@ -40,7 +40,7 @@ AUTOPILOT_FLAVOURS = ("px4", "ardupilot")
 SILENCE_DEFAULTS: dict[str, tuple[float, float]] = {"px4": (1.0, 2.0), "ardupilot": (3.0, 1.0)}
 
 #: Seconds beyond the offboard-loss timeout before the autopilot starts braking, per flavour. Measured
-#: over 48 kills of the agent on real PX4 SIH (calib.firmware_kill, docs/safety.md): its failsafe
+#: over 48 kills of the agent on real PX4 SIH (experiments.firmware_kill, docs/safety.md): its failsafe
 #: came 1.10-2.06 s after the last setpoint with COM_OF_LOSS_T = 1.0 (p50 1.45 s), so PX4 gets
 #: 1.1 s; real ArduCopter kept GUID_TIMEOUT and braked (50 kills, travel within the model), 0.2 s.
 FAILSAFE_DELAY_S: dict[str, float] = {"px4": 1.1, "ardupilot": 0.2}

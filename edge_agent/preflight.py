@@ -86,3 +86,33 @@ def check_flight_settings(
 
 
 __all__ = ["MIN_STREAM_RATE_HZ", "check_flight_settings", "check_takeoff_alt", "takeoff_band_m"]
+
+
+_STICK_MODES = {0: "Position", 1: "Altitude", 2: "Manual"}
+"""PX4 COM_OBL_RC_ACT values that hand the vehicle to a pilot's sticks."""
+_NO_RC = (1, 4)
+"""PX4 COM_RC_IN_MODE values with no RC receiver: joystick over MAVLink only (1), none (4)."""
+
+
+def failsafe_refusal(autopilot: str, params: dict[str, float]) -> str | None:
+    """Why the autopilot's own reaction to the agent falling silent cannot stop the vehicle where the
+    shield assumes it stops, with the fix; None when it can (or the parameters do not say).
+
+    PX4's offboard-loss action COM_OBL_RC_ACT defaults to Position mode, which follows the pilot's
+    sticks. With no RC (COM_RC_IN_MODE joystick-only or none, as in SIH) Position mode cannot run and
+    PX4 falls to a descent that holds zero *estimated* velocity, not a position: on real PX4 SIH,
+    whose velocity estimate was biased by 0.2 m/s, the vehicle drifted 1.9 m after a kill, 0.26 m
+    into a keep-out (experiments.firmware_kill, docs/safety.md). Hold (5) and Land (4) hold a
+    position on the position estimate, and with Hold 0 of 40 kills breached."""
+    if autopilot != "PX4" or "COM_OBL_RC_ACT" not in params:
+        return None
+    action, rc_mode = int(params["COM_OBL_RC_ACT"]), int(params.get("COM_RC_IN_MODE", -1))
+    if action not in _STICK_MODES or rc_mode not in _NO_RC:
+        return None
+    return (
+        f"PX4 would fall to {_STICK_MODES[action]} mode if the agent went silent (COM_OBL_RC_ACT {action}) "
+        f"but it has no RC (COM_RC_IN_MODE {rc_mode}): that mode cannot run without sticks, and PX4 then "
+        f"drifts with its velocity estimate instead of stopping where the shield assumes; set COM_OBL_RC_ACT "
+        f"to 5 (Hold) or 4 (Land) before flying (QGroundControl's parameters, MAVProxy `param set "
+        f"COM_OBL_RC_ACT 5`, or `edge-agent sitl --firmware px4 --param COM_OBL_RC_ACT=5`)"
+    )

@@ -13,7 +13,8 @@ from typing import Any
 from edge_agent.bundle import load_bundle, read_key_file
 from edge_agent.errors import ConfigError
 from edge_agent.guarantees import guarantees
-from edge_agent.loop import END_ACTIONS, LoopConfig, Runtime, StopRequested
+from edge_agent.loop import Runtime
+from edge_agent.loop_config import END_ACTIONS, LoopConfig, StopRequested
 from edge_agent.mission import load_mission
 from edge_agent.preflight import check_flight_settings
 from firmware_bridge.errors import BridgeError

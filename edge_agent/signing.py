@@ -1,27 +1,32 @@
-"""Ed25519 signing and strict verification, on ``cryptography`` (OpenSSL).
+"""Ed25519 signing and strict verification, on PyNaCl (libsodium).
 
-The curve arithmetic is OpenSSL's, through ``cryptography``; what this module adds is the policy
-RFC 8032 leaves to the caller and that OpenSSL does not apply by itself (libsodium's strict mode
-does the same):
+The curve arithmetic is libsodium's, through PyNaCl's bindings; libsodium's
+``crypto_sign_verify_detached`` is strict by itself (it refuses small-order and non-canonical
+public keys, a small-order R and S >= L). This module checks the same conditions first, with
+integers and encodings only, so that a refusal names its reason, and so that the policy does not
+rest on one library's defaults (OpenSSL, for one, verifies cofactorless: under the identity point
+as the public key ``R = identity, S = 0`` verifies for *every* message, shown in
+``tests/faults/test_signing_strict.py``):
 
 * lengths: a public key is 32 bytes, a signature 64; anything else is refused by name;
-* small-order public keys are refused. OpenSSL verifies cofactorless, so with the identity as the
-  public key the signature ``R = identity, S = 0`` verifies for *every* message (shown in
-  ``tests/faults/test_signing.py``); a key of order 2, 4 or 8 is no key;
+* small-order public keys are refused: a key of order 1, 2, 4 or 8 is no key;
 * a public key whose y coordinate is not reduced mod p (a non-canonical encoding) is refused;
 * a signature whose R is a small-order point is refused;
 * a signature whose S is not reduced mod L (S >= L, the malleability of RFC 8032 section 5.1.7)
-  is refused before OpenSSL sees it (OpenSSL refuses it too; the check here names the reason).
+  is refused.
 
-Nothing here is curve arithmetic written by hand: the checks compare encodings and integers.
-Importing this module loads OpenSSL (~12 ms, ~9 MiB RSS on the development machine); the
-runtime imports it only when a drone is configured with a public key (see ``edge_agent.bundle``).
+Signatures are RFC 8032's (deterministic), byte-equal to OpenSSL's for the same key and message
+(a test checks both ways). Nothing here is curve arithmetic written by hand. Importing this
+module loads libsodium (about 1 MiB of RSS; ``cryptography``'s OpenSSL was 9 MiB, which took a
+signed start over the 80 MB target, docs/benchmarks.md); the runtime imports it only when a drone
+is configured with a public key (see ``edge_agent.bundle``).
 """
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl import bindings as sodium
+from nacl.exceptions import BadSignatureError
+from nacl.exceptions import ValueError as SodiumValueError
 
 KEY_BYTES = 32
 """Length of an Ed25519 secret key (the RFC 8032 seed) and of a public key."""
@@ -62,12 +67,14 @@ def is_small_order(encoding: bytes) -> bool:
 
 def public_key_of(secret: bytes) -> bytes:
     """The 32-byte public key of a 32-byte secret key (seed)."""
-    return Ed25519PrivateKey.from_private_bytes(_secret_bytes(secret)).public_key().public_bytes_raw()
+    public, _ = sodium.crypto_sign_seed_keypair(_secret_bytes(secret))
+    return public
 
 
 def sign(secret: bytes, message: bytes) -> bytes:
     """The 64-byte signature of ``message`` (pure Ed25519, RFC 8032; deterministic)."""
-    return Ed25519PrivateKey.from_private_bytes(_secret_bytes(secret)).sign(message)
+    _, expanded = sodium.crypto_sign_seed_keypair(_secret_bytes(secret))
+    return sodium.crypto_sign(message, expanded)[:SIGNATURE_BYTES]  # signed message = signature || message
 
 
 def _secret_bytes(secret: bytes) -> bytes:
@@ -81,7 +88,7 @@ def rejection(public: bytes, message: bytes, signature: bytes) -> str | None:
 
     The reason is a phrase naming the defect (for an error message), checked in this order:
     public key length, encoding, small order; signature length, small-order R, S >= L; then the
-    signature equation (OpenSSL).
+    signature equation (libsodium).
     """
     if len(public) != KEY_BYTES:
         return f"the public key has {len(public)} bytes, not {KEY_BYTES}"
@@ -102,12 +109,26 @@ def rejection(public: bytes, message: bytes, signature: bytes) -> str | None:
             "malleated signature)"
         )
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except InvalidSignature:
+        sodium.crypto_sign_open(signature + message, public)
+    except BadSignatureError:
+        # libsodium does not say why; what is left after the checks above is a wrong signature or
+        # a public key that is no point on the curve (y has no x): tell the two apart for the message
+        if not _decodes(public):
+            return "the public key is not a point of the curve's prime-order group (no x for its y, or a torsion part)"
         return "the signature does not verify"
-    except ValueError as exc:  # OpenSSL refuses to decode the point
-        return f"the public key is not a point on the curve ({exc})"
+    except SodiumValueError as exc:
+        return f"the signature could not be checked ({exc})"
     return None
+
+
+def _decodes(public: bytes) -> bool:
+    """Whether libsodium decodes ``public`` as a point of the prime-order group (its conversion to
+    X25519 decodes the point and checks the subgroup)."""
+    try:
+        sodium.crypto_sign_ed25519_pk_to_curve25519(public)
+    except (SodiumValueError, RuntimeError):
+        return False
+    return True
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:

@@ -3,7 +3,9 @@
 Each adapter also knows how to take control (``start_activation`` + ``activation_step``, driven
 from the loop; :func:`activate` blocks for start-up) and whether it has control
 (``in_control``). When the autopilot or the pilot takes control away (mode change, disarm)
-``check_control`` reports it once as :class:`ControlLost`, and the adapter latches: it never
+``check_control`` reports it once as :class:`ControlLost`, and the adapter latches (the latch and
+the contract, :class:`VehicleAdapter`, are in :mod:`firmware_bridge.control`, shared with the
+custom-firmware adapter of :mod:`firmware_bridge.custom_adapter`): it never
 re-enters OFFBOARD/GUIDED by itself, and ``start_activation`` refuses until someone calls
 ``acknowledge_loss`` on purpose.
 
@@ -27,11 +29,18 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
+from firmware_bridge.control import (
+    ActivationStatus,
+    ControlLatch,
+    ControlLost,
+    LatchedControl,
+    VehicleAdapter,
+    check_setpoint_finite,
+)
 from firmware_bridge.errors import BridgeError, CommandError
 from firmware_bridge.mavlink_codec import MavlinkEncoder
 from firmware_bridge.session import CommandHandle, MavlinkSession
@@ -43,12 +52,8 @@ from firmware_bridge.types import (
     PositionNedYaw,
     RatesThrust,
     Setpoint,
-    VehicleState,
     VelocityNedYawRate,
 )
-
-if TYPE_CHECKING:
-    from firmware_bridge.custom_adapter import CustomFirmware as CustomFirmware
 
 MAV_FRAME_LOCAL_NED = 1
 MASK_VELOCITY_YAW_RATE = 1991
@@ -69,82 +74,11 @@ ARM_RETRY_S = 2.0
 """How often activation retries an arm the autopilot refused (EKF not ready, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ControlLost:
-    """The autopilot or pilot took control away; reported once, never undone by the bridge."""
-
-    stamp_ns: int
-    mode: str
-    armed: bool
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ActivationStatus:
-    """Where taking control stands: ``done`` once in control; ``error`` if it gave up."""
-
-    phase: str
-    done: bool = False
-    error: str | None = None
-    detail: str = ""
-
-
-class VehicleAdapter(Protocol):
-    """What the onboard loop needs from a vehicle adapter."""
-
-    autopilot: Autopilot
-    external_mode: str
-    prestream: bool
-    """Whether setpoints must stream while taking control (PX4) or must not (ArduPilot's takeoff)."""
-
-    def send(self, setpoint: Setpoint) -> None:
-        """Send one setpoint now."""
-        ...
-
-    def in_control(self, state: VehicleState) -> bool:
-        """Whether the companion's setpoints are being flown (right mode, armed)."""
-        ...
-
-    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
-        """Report, once, that control was taken away since activation."""
-        ...
-
-    def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:
-        """Begin taking control (non-blocking); drive it with activation_step."""
-        ...
-
-    def activation_step(self, now_ns: int) -> ActivationStatus:
-        """Advance activation; call once per tick after poll and send."""
-        ...
-
-
-def _check_finite(setpoint: Setpoint) -> None:
-    values: tuple[float, ...]
-    if isinstance(setpoint, PositionNedYaw):
-        values = setpoint.pos_ned_m  # yaw NaN means "keep heading"
-    elif isinstance(setpoint, VelocityNedYawRate):
-        values = (*setpoint.vel_ned_m_s, setpoint.yaw_rate_rad_s)
-    elif isinstance(setpoint, AccelerationNedYawRate):
-        values = (*setpoint.acc_ned_m_s2, setpoint.yaw_rate_rad_s)
-    elif isinstance(setpoint, AttitudeThrust):
-        values = (*setpoint.q_wxyz, setpoint.thrust_frac)
-    elif isinstance(setpoint, RatesThrust):
-        values = (*setpoint.rates_frd_rad_s, setpoint.thrust_frac)
-    else:
-        raise BridgeError(
-            f"not a setpoint: {setpoint!r}; use one of the dataclasses in firmware_bridge.types"
-        )
-    if not all(math.isfinite(v) for v in values):
-        raise BridgeError(f"refusing to send a non-finite setpoint {setpoint!r}; the shield must replace it")
-    if isinstance(setpoint, (AttitudeThrust, RatesThrust)) and not 0.0 <= setpoint.thrust_frac <= 1.0:
-        raise BridgeError(f"thrust_frac must be in [0, 1], got {setpoint.thrust_frac}")
-
-
 def setpoint_to_mavlink(
     setpoint: Setpoint, autopilot: Autopilot, time_boot_ms: int, target_system: int, target_component: int
 ) -> Any:
     """The pymavlink message (SET_POSITION_TARGET_LOCAL_NED or SET_ATTITUDE_TARGET) for a setpoint."""
-    _check_finite(setpoint)
+    check_setpoint_finite(setpoint)
     t, ts, tc = time_boot_ms & 0xFFFFFFFF, target_system, target_component
     if isinstance(setpoint, VelocityNedYawRate):
         vn, ve, vd = setpoint.vel_ned_m_s
@@ -198,7 +132,7 @@ def _velocity_payload(
     vn, ve, vd = setpoint.vel_ned_m_s
     rate = setpoint.yaw_rate_rad_s
     if not (math.isfinite(vn) and math.isfinite(ve) and math.isfinite(vd) and math.isfinite(rate)):
-        _check_finite(setpoint)  # raises, naming the setpoint
+        check_setpoint_finite(setpoint)  # raises, naming the setpoint
     mask = MASK_VELOCITY_YAW_RATE
     if autopilot == Autopilot.ARDUPILOT and rate == 0.0:
         mask = MASK_VELOCITY_ARDUPILOT
@@ -228,67 +162,14 @@ def encode_setpoint(
     )
 
 
-class _ControlLatch:
-    """Shared bookkeeping: had control → lost it → latched until acknowledged."""
-
-    def __init__(self) -> None:
-        self.had_control = False
-        self.lost: ControlLost | None = None
-        self.reported = False
-
-    def check(
-        self, in_control: bool, state: VehicleState, now_ns: int, external_mode: str
-    ) -> ControlLost | None:
-        if in_control:
-            self.had_control = True
-            return None
-        if self.had_control and self.lost is None:
-            if state.mode != external_mode:
-                reason = f"mode changed to {state.mode} by the autopilot or the pilot"
-            else:
-                reason = "vehicle disarmed"
-            self.lost = ControlLost(now_ns, state.mode, state.armed, reason)
-        if self.lost is not None and not self.reported:
-            self.reported = True
-            return self.lost
-        return None
-
-
-class _LatchedControl:
-    """What every adapter says about control: in it (mode, armed, autopilot alive), lost (reported
-    once, latched until a person acknowledges). Subclasses set ``external_mode`` and ``_latch``."""
-
-    external_mode: str
-    _latch: _ControlLatch
-    _phase: str
-
-    def in_control(self, state: VehicleState) -> bool:
-        """Mode is the external one (OFFBOARD/GUIDED), armed, and the autopilot is alive."""
-        return state.mode == self.external_mode and state.armed and state.link_up
-
-    def check_control(self, state: VehicleState, now_ns: int) -> ControlLost | None:
-        """Report, once, that the autopilot or the pilot took control away after activation."""
-        return self._latch.check(self.in_control(state), state, now_ns, self.external_mode)
-
-    @property
-    def control_lost(self) -> ControlLost | None:
-        """The loss of control, if it happened (latched until acknowledge_loss)."""
-        return self._latch.lost
-
-    def acknowledge_loss(self) -> None:
-        """A person decided control may be taken again; clears the latch. Never called by the bridge."""
-        self._latch = _ControlLatch()
-        self._phase = "idle"
-
-
-class _MavlinkAdapter(_LatchedControl):
+class _MavlinkAdapter(LatchedControl):
     """Common part of the PX4 and ArduPilot adapters."""
 
     autopilot: Autopilot
 
     def __init__(self, session: MavlinkSession) -> None:
         self.session = session
-        self._latch = _ControlLatch()
+        self._latch = ControlLatch()
         self._phase = "idle"
         self._handle: CommandHandle | None = None
         self._error: str | None = None
@@ -506,10 +387,13 @@ def activate(
         sleep(1.0 / rate_hz)
 
 
-def __getattr__(name: str) -> Any:
-    # CustomFirmware moved to firmware_bridge.custom_adapter; imported here on first use only.
-    if name == "CustomFirmware":
-        from firmware_bridge.custom_adapter import CustomFirmware
-
-        return CustomFirmware
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "ActivationStatus",
+    "ArduPilotGuided",
+    "ControlLost",
+    "Px4Offboard",
+    "VehicleAdapter",
+    "activate",
+    "encode_setpoint",
+    "setpoint_to_mavlink",
+]

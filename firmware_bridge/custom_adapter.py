@@ -1,8 +1,8 @@
 """The adapter (and session) for firmware speaking :mod:`firmware_bridge.custom_protocol`.
 
 It lives apart from :mod:`firmware_bridge.adapters` so that a MAVLink flight never imports the
-custom protocol (its dataclasses cost ~5 ms of the agent's cold start); ``adapters.CustomFirmware``
-still names it, imported on first use.
+custom protocol (its dataclasses cost ~5 ms of the agent's cold start); what both share is in
+:mod:`firmware_bridge.control`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from firmware_bridge import custom_protocol as cp
-from firmware_bridge.adapters import ActivationStatus, _check_finite, _ControlLatch, _LatchedControl
+from firmware_bridge.control import ActivationStatus, ControlLatch, LatchedControl, check_setpoint_finite
 from firmware_bridge.errors import BridgeError, CommandError, LinkDownError
 from firmware_bridge.links import Link
 from firmware_bridge.types import Autopilot, Setpoint, Signal, VehicleState
@@ -30,7 +30,7 @@ class _CustomCommand:
         self.error: CommandError | None = None
 
 
-class CustomFirmware(_LatchedControl):
+class CustomFirmware(LatchedControl):
     """Session and adapter in one for firmware speaking :mod:`firmware_bridge.custom_protocol`.
 
     Same surface as the MAVLink pair: ``poll(now_ns)``, ``state``, ``set_healthy``, commands
@@ -71,7 +71,7 @@ class CustomFirmware(_LatchedControl):
         self._last_hb_ns = 0
         self._commands: dict[int, _CustomCommand] = {}
         self._next_cmd_id = 1
-        self._latch = _ControlLatch()
+        self._latch = ControlLatch()
         self._phase = "idle"
         self._error: str | None = None
         self._takeoff_alt_m = 0.0
@@ -193,7 +193,7 @@ class CustomFirmware(_LatchedControl):
 
     def send(self, setpoint: Setpoint) -> None:
         """Send one setpoint as a SETPOINT frame."""
-        _check_finite(setpoint)
+        check_setpoint_finite(setpoint)
         self._write(cp.SetpointMsg(setpoint))
 
     def start_activation(self, now_ns: int, takeoff_alt_m: float = 0.0) -> None:

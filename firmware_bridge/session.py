@@ -444,6 +444,10 @@ class MavlinkSession:
         if not any(p.name == name for p in self._param_reads):
             self._param_reads.append(_ParamRead(name, optional=optional))
 
+    def reading(self, name: str) -> bool:
+        """True while a :meth:`request_param` read of ``name`` is still being retried."""
+        return name not in self.state.params and any(p.name == name for p in self._param_reads)
+
     # -- ground-station messages ----------------------------------------------------------------
 
     def send_statustext(self, severity: int, text: str) -> None:

@@ -211,6 +211,7 @@ PX4_RULES = Rules(
     params=(
         ParamSpec("COM_OF_LOSS_T", 1.0),
         ParamSpec("COM_OBL_RC_ACT", 0, ParamType.INT32),
+        ParamSpec("COM_RC_IN_MODE", 3, ParamType.INT32),  # PX4's default; its SIH airframe sets 1 (no RC)
         ParamSpec("COM_DISARM_PRFLT", 10.0),
         ParamSpec("COM_DISARM_LAND", 2.0),
         ParamSpec("COM_LOW_BAT_ACT", 3, ParamType.INT32),

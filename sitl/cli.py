@@ -110,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "real firmware",
         "run the autopilot's own SITL build (../shared/firmware/) instead of the emulator, in a private "
         "network namespace with loopback only; COMMAND (after --) runs inside it, e.g. "
-        "edge-agent sitl --firmware px4 -- edge-agent run --bundle B --mission M --link udpin://127.0.0.1:14540",
+        "edge-agent sitl --firmware px4 --param COM_OBL_RC_ACT=5 -- edge-agent run --bundle B --mission M "
+        "--link udpin://127.0.0.1:14540 (SIH has no RC: the agent refuses PX4's default offboard-loss action)",
     )
     real.add_argument(
         "--firmware",

@@ -1,6 +1,6 @@
 """``edge-agent sitl --firmware px4|ardupilot``: the real autopilot firmware, confined to loopback.
 
-    edge-agent sitl --firmware px4 -- edge-agent run --bundle B --mission M --link udpin://127.0.0.1:14540
+    edge-agent sitl --firmware px4 --param COM_OBL_RC_ACT=5 -- edge-agent run --bundle B --mission M --link udpin://127.0.0.1:14540
     edge-agent sitl --firmware ardupilot --speedup 1 --vehicles 2      # then join with nsenter
 
 Starts the firmware in a private network namespace (it binds every interface), waits for each

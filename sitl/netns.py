@@ -104,8 +104,10 @@ class NetNamespace:
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
         stdin: int | IO[Any] | None = subprocess.DEVNULL,
+        text: bool = False,
     ) -> subprocess.Popen[Any]:
-        """Start ``argv`` inside the namespace, in its own process group (killed on close)."""
+        """Start ``argv`` inside the namespace, in its own process group (killed on close);
+        ``text``: its pipes are line-buffered text."""
         proc = subprocess.Popen(
             ["nsenter", f"--net={self.path}", *argv],
             cwd=cwd,
@@ -114,6 +116,8 @@ class NetNamespace:
             stderr=stderr,
             stdin=stdin,
             start_new_session=True,
+            text=text,
+            bufsize=1 if text else -1,
         )
         self._procs.append(proc)
         return proc

@@ -15,11 +15,11 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink
 from firmware_bridge import custom_protocol as cp
 from firmware_bridge.adapters import (
     ArduPilotGuided,
-    CustomFirmware,
     Px4Offboard,
     activate,
     setpoint_to_mavlink,
 )
+from firmware_bridge.custom_adapter import CustomFirmware
 from firmware_bridge.errors import BridgeError, CommandError
 from firmware_bridge.links import Link
 from firmware_bridge.session import MavlinkSession

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MISSION = REPO / "examples" / "missions" / "demo.toml"
 
@@ -31,12 +33,8 @@ class Sitl:
     agent_url: str
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """Stop the SITL and return what it printed."""
+        stop_process(self.proc)
         return self.proc.stdout.read() if self.proc.stdout else ""
 
 

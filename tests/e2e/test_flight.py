@@ -64,6 +64,25 @@ def _min_distances(log: Path, mission_path: Path = DEMO_MISSION) -> dict[str, fl
     }
 
 
+def test_px4_without_rc_and_a_stick_mode_as_offboard_loss_action_is_refused_before_arming(
+    bundles: Path, sitl_factory, tmp_path: Path
+) -> None:
+    """As real PX4 SIH boots (COM_RC_IN_MODE 1, no RC; COM_OBL_RC_ACT 0, Position): refused, with the
+    fix, before anything is commanded (tests/e2e/test_real_firmware.py flies the real one)."""
+    sitl = start_sitl("--flavor", "px4", "--link", "udpin://127.0.0.1:0", "--param", "COM_RC_IN_MODE=1")
+    sitl_factory.append(sitl)
+    log = tmp_path / "refused.eal"
+    out = subprocess.run(
+        edge_agent("run", "--bundle", str(bundles / "goal_seeker"), "--mission", str(DEMO_MISSION),
+                   "--link", sitl.agent_url, "--log", str(log)),
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=env(),
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "refusing to take control" in out.stderr and "COM_RC_IN_MODE 1" in out.stderr, out.stderr
+    assert "set COM_OBL_RC_ACT to 5 (Hold)" in out.stderr and "Traceback" not in out.stderr
+    assert not log.exists()  # refused before the flight log opens, so before activation
+
+
 def test_px4_over_pty_completes_the_mission_without_breach(
     bundles: Path, sitl_factory, tmp_path: Path
 ) -> None:

@@ -38,6 +38,8 @@ PX4_AUTO_LOITER, PX4_AUTO_LAND, PX4_AUTO_RTL = (
     (4 << 16) | (6 << 24),
     (4 << 16) | (5 << 24),
 )
+PX4_HOLD = {"COM_OBL_RC_ACT": 5.0}
+"""PX4's offboard-loss action set to Hold: what the agent requires of a PX4 without RC (SIH)."""
 
 
 def need(kind: str) -> None:
@@ -69,12 +71,16 @@ def fly(
     max_duration_s: float = 120.0,
     watch_after_s: float = 3.0,
     cold: bool = False,
+    params: dict[str, float] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Track, dict, float]:
     """Fly ``bundle`` on the demo mission on real ``kind``; (agent's result, firmware's track,
-    the agent's JSON summary, wall time the agent exited)."""
+    the agent's JSON summary, wall time the agent exited). PX4 boots with ``params`` or else with
+    the offboard-loss action the agent requires without RC, Hold (:data:`PX4_HOLD`)."""
     # ArduCopter boots at 10x (its EKF's ~40 s in ~4 s) and flies at 1x, unless the test is the cold boot.
     fast = 10.0 if kind == "ardupilot" and not cold else None
-    with FirmwareSitl(kind, workdir=tmp_path / "fw", boot_speedup=fast) as fw:
+    if params is None and kind == "px4":
+        params = PX4_HOLD
+    with FirmwareSitl(kind, workdir=tmp_path / "fw", boot_speedup=fast, params=params) as fw:
         vehicle = fw.vehicles[0]
         observer = Observer(fw, vehicle)
         log = tmp_path / "flight.eal"
@@ -94,7 +100,7 @@ def fly(
         ended = time.time()
         time.sleep(watch_after_s)  # what the vehicle does after the agent's end command
         track = observer.stop()
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
     summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     return result, track, summary, ended
 
@@ -209,19 +215,36 @@ def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) ->
 
 @pytest.mark.parametrize("kind", ["px4", "ardupilot"])
 def test_agent_killed_in_flight_the_firmware_stops_outside(kind: str, bundles: Path, tmp_path: Path) -> None:
-    """The short version of ``python -m calib.firmware_kill`` (docs/safety.md has the 40-50-kill runs):
+    """The short version of ``python -m experiments.firmware_kill`` (docs/safety.md has the 40-50-kill runs):
     SIGKILL the agent mid-flight, twice (the adversary, then the goal seeker taking the vehicle over
     where it stopped), and judge the stop from the firmware's telemetry. PX4 is configured as the
     silence model requires without RC: COM_OBL_RC_ACT = 5, Hold (its default, Position mode, cannot
-    run without sticks and drifts: 1 breach in 47 kills; the agent warns about it)."""
+    run without sticks and drifts: 1 breach in 47 kills; the agent refuses it)."""
     need(kind)
-    from calib.firmware_kill import campaign
+    from experiments.firmware_kill import campaign
 
     s = campaign(
         kind, 2, bundles, tmp_path / "kills.json", seed=3, watch_s=8.0,
         boot_speedup=10.0 if kind == "ardupilot" else None,
-        params={"COM_OBL_RC_ACT": 5.0} if kind == "px4" else None,
+        params=PX4_HOLD if kind == "px4" else None,
     )  # fmt: skip
     print(f"{kind}: {s['breaches']} breaches in {s['kills']} kills; closest {s['closest_m']}")
     assert s["kills"] >= 1, s["trials"]  # a trial whose agent never flew is reported, not counted
     assert s["breaches"] == 0, s["trials"]
+
+
+def test_px4_with_its_default_offboard_loss_action_is_refused_before_arming(
+    demo_bundle: Path, tmp_path: Path
+) -> None:
+    """PX4 SIH as it boots: COM_OBL_RC_ACT 0 (Position) with COM_RC_IN_MODE 1 (no RC). Killed, the
+    agent would leave it in a descent that drifts with its velocity estimate (0.26 m into a keep-out
+    in 1 of 47 kills): the agent refuses before it commands anything, naming the fix."""
+    need("px4")
+    result, track, _, _ = fly("px4", demo_bundle, tmp_path, max_duration_s=30.0, watch_after_s=1.0, params={})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "refusing to take control" in result.stderr and "COM_OBL_RC_ACT 0" in result.stderr, result.stderr
+    assert "COM_RC_IN_MODE 1" in result.stderr and "set COM_OBL_RC_ACT to 5 (Hold)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert track.modes, "the observer heard no HEARTBEAT"
+    assert not any(armed for _, _, armed in track.modes), "the vehicle was armed"
+    assert not (tmp_path / "flight.eal").exists()

@@ -19,7 +19,8 @@ from fault_world import MAV_CMD_COMPONENT_ARM_DISARM, MAV_CMD_DO_SET_MODE, World
 
 from edge_agent.bundle import load_bundle
 from edge_agent.flightlog import read_log
-from edge_agent.loop import LoopConfig, RunSummary, Runtime
+from edge_agent.loop import Runtime
+from edge_agent.loop_config import LoopConfig, RunSummary
 from edge_agent.mission import Mission, parse_mission
 from edge_agent.watchdog import Reason
 from firmware_bridge.links import ReconnectingLink

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.loop import LatencyHistogram
+from edge_agent.timing import LatencyHistogram
 
 
 def test_latency_histogram_percentiles_match_numpy_within_a_bin() -> None:
@@ -35,7 +35,8 @@ def test_the_loop_asks_for_its_state_at_its_own_rate(goal_seeker: Path) -> None:
     """`edge-agent run --rate 250` asks the autopilot for positions and attitude at 250 Hz, and
     keeps what else its session config says (signing here)."""
     from edge_agent.bundle import load_bundle
-    from edge_agent.loop import LoopConfig, Runtime
+    from edge_agent.loop import Runtime
+    from edge_agent.loop_config import LoopConfig
     from edge_agent.mission import load_mission
     from firmware_bridge.mavlink_codec import SigningConfig
     from firmware_bridge.session import SessionConfig

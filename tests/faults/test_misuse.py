@@ -22,7 +22,8 @@ from edge_agent.bundle import load_bundle
 from edge_agent.cli import main
 from edge_agent.errors import ActivationError
 from edge_agent.flightlog import read_log
-from edge_agent.loop import LoopConfig, Runtime
+from edge_agent.loop import Runtime
+from edge_agent.loop_config import LoopConfig
 from edge_agent.mission import load_mission
 from edge_agent.run_cli import UNSIGNED_WARNING
 from firmware_bridge.exitcodes import ExitCode

@@ -1,4 +1,4 @@
-"""Bundle signing (Ed25519 on `cryptography`), typed key files, and MAVLink signing end to end with the SITL."""
+"""Bundle signing (Ed25519 on PyNaCl, libsodium), typed key files, and MAVLink signing end to end with the SITL."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from edge_agent.bundle import (
 )
 from edge_agent.cli import main
 from edge_agent.errors import ActivationError, BundleSignatureError, ConfigError
-from edge_agent.loop import LoopConfig, Runtime
+from edge_agent.loop import Runtime
+from edge_agent.loop_config import LoopConfig
 from edge_agent.mission import load_mission
 from edge_agent.run_cli import open_flight_link, parse_signing_key
 from firmware_bridge.links import ReconnectingLink

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl import bindings as sodium
+from nacl.exceptions import BadSignatureError
 
 from edge_agent import signing
 from edge_agent.bundle import SIGNATURE_NAME, load_bundle, sign_bundle, signature_status
@@ -58,6 +60,33 @@ def test_openssl_alone_accepts_a_forgery_under_the_identity_key() -> None:
         "verify; it is not a real key"
     )
     assert not signing.verify(identity, b"any message at all", forged)
+
+
+def test_libsodium_alone_refuses_the_forgery_that_openssl_accepts() -> None:
+    # The library under signing.py is strict by itself: the layer above only names the reason.
+    identity = _enc(1)
+    with pytest.raises(BadSignatureError):
+        sodium.crypto_sign_open(identity + _enc(0) + b"any message at all", identity)
+
+
+@pytest.mark.parametrize("message", [b"", MSG, bytes(range(256)) * 9])
+def test_signatures_agree_with_openssl_both_ways(message: bytes) -> None:
+    # RFC 8032 signatures are deterministic: libsodium's and OpenSSL's are the same bytes, so a
+    # bundle signed with either verifies with the other (a workstation may sign with OpenSSL).
+    ours = signing.sign(SECRET, message)
+    theirs = Ed25519PrivateKey.from_private_bytes(SECRET).sign(message)
+    assert ours == theirs
+    assert Ed25519PrivateKey.from_private_bytes(SECRET).public_key().public_bytes_raw() == PUBLIC
+    Ed25519PublicKey.from_public_bytes(PUBLIC).verify(ours, message)  # no raise
+    assert signing.rejection(PUBLIC, message, theirs) is None
+    assert signing.rejection(PUBLIC, message + b"x", theirs) == "the signature does not verify"
+
+
+def test_a_public_key_off_the_curve_is_named() -> None:
+    # y = 2 has no x on edwards25519 (2^255 - 19 is prime, (y^2 - 1)/(d y^2 + 1) is no square)
+    assert signing.rejection(_enc(2), MSG, signing.sign(SECRET, MSG)) == (
+        "the public key is not a point of the curve's prime-order group (no x for its y, or a torsion part)"
+    )
 
 
 @pytest.mark.parametrize("key", SMALL_ORDER, ids=lambda k: k.hex()[:8] + "…" + k.hex()[-2:])
@@ -325,14 +354,15 @@ def test_unlisted_files_are_refused_by_load_inspect_and_run(
     load_bundle(bundle, public_key=PUBLIC)
 
 
-def test_openssl_is_loaded_only_when_a_drone_checks_signatures() -> None:
-    # Cold start and RSS of an unsigned flight do not pay for OpenSSL (docs/benchmarks.md).
+def test_libsodium_is_loaded_only_when_a_drone_checks_signatures() -> None:
+    # Cold start and RSS of an unsigned flight do not pay for libsodium (docs/benchmarks.md), and a
+    # signed one never loads OpenSSL (9 MiB of RSS; `cryptography` is only the tests' cross-check).
     import subprocess
     import sys
 
     probe = (
-        "import sys, edge_agent.run_cli, edge_agent.bundle as b; print('cryptography' in sys.modules); "
-        "b.ed25519_verify(bytes(32), b'', bytes(64)); print('cryptography' in sys.modules)"
+        "import sys, edge_agent.run_cli, edge_agent.bundle as b; print('nacl' in sys.modules); "
+        "b.ed25519_verify(bytes(32), b'', bytes(64)); print('nacl' in sys.modules, 'cryptography' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["False", "True", "False"]

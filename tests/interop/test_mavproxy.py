@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.interop.conftest import free_port
+from tests.processes import stop_process
 
 pytest.importorskip("MAVProxy", reason="MAVProxy not installed (pip install MAVProxy)")
 
@@ -30,11 +32,14 @@ pytestmark = pytest.mark.timeout(120)
 class MavProxy:
     """``mavproxy.py --master tcp:...`` with commands written to its stdin and its output collected."""
 
-    def __init__(self, master: str, cwd: Path) -> None:
+    def __init__(
+        self, master: str, cwd: Path, popen: Callable[..., subprocess.Popen[str]] = subprocess.Popen
+    ) -> None:
+        """``popen``: how to start it (the real firmware's ``FirmwareSitl.popen`` runs it in its namespace)."""
         exe = shutil.which("mavproxy.py", path=os.path.dirname(sys.executable)) or shutil.which("mavproxy.py")
         if exe is None:
             pytest.skip("MAVProxy is installed but mavproxy.py is not on PATH")
-        self.proc = subprocess.Popen(
+        self.proc = popen(
             [sys.executable, exe, "--master", master, "--source-system", "255"],
             cwd=cwd,  # its mav.tlog and mav.parm go to the test's own directory
             env=dict(os.environ, PYTHONUNBUFFERED="1"),  # else its prints sit in a pipe buffer
@@ -42,7 +47,6 @@ class MavProxy:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            bufsize=1,
         )
         self.lines: list[str] = []
         self._lock = threading.Lock()
@@ -94,13 +98,39 @@ class MavProxy:
                     raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
+
+
+def guided_takeoff_5(mp: MavProxy, *, home_amsl_m: float, arm_tries: int = 20) -> None:
+    """What a user types: ``mode GUIDED``, ``arm throttle`` (retried until the EKF lets it),
+    ``takeoff 5``; then ``status`` shows the vehicle at 5 m (relative and AMSL) and its attitude."""
+    mp.wait_for(r"online system 1", 20)
+    # MAVProxy tries MAVLink FTP for parameters first: the emulator NAKs it (then PARAM_REQUEST_LIST),
+    # real ArduCopter answers it; either way the download ends within seconds
+    t0 = time.monotonic()
+    mp.wait_for(r"Received \d+ parameters", 30)
+    assert time.monotonic() - t0 < 20
+    mark = mp.send("mode GUIDED")
+    mp.wait_for(r"DO_SET_MODE: ACCEPTED|Got COMMAND_ACK: DO_SET_MODE: ACCEPTED", 10, mark)
+    for _ in range(arm_tries):
+        mark = mp.send("arm throttle")
+        m = mp.wait_for(r"COMPONENT_ARM_DISARM: (\w+)", 10, mark)
+        if m.group(1) == "ACCEPTED":
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("arm throttle never accepted")
+    mark = mp.send("takeoff 5")
+    mp.wait_for(r"NAV_TAKEOFF: ACCEPTED", 10, mark)
+    # MAVProxy's default REQUEST_DATA_STREAM (all streams at 4 Hz) is re-sent every 15 s and the first
+    # one usually goes out before the vehicle is known, so telemetry starts within ~15 s of connecting
+    # (as with real ArduCopter); meanwhile the vehicle spools up and climbs: poll `status` until it
+    # shows the altitude
+    m = mp.status("GLOBAL_POSITION_INT", r"relative_alt : (4[5-9]\d\d|5[0-5]\d\d),", 40)
+    assert 4500 <= int(m.group(1)) <= 5599
+    m = mp.status("VFR_HUD", r"VFR_HUD \{.*alt : ([\d.]+)", 5)
+    assert float(m.group(1)) == pytest.approx(home_amsl_m + 5.0, abs=0.8)
+    mp.status("ATTITUDE", r"ATTITUDE \{", 5)
 
 
 def test_mode_guided_arm_throttle_takeoff_5_and_status_shows_the_altitude(
@@ -110,32 +140,6 @@ def test_mode_guided_arm_throttle_takeoff_5_and_status_shows_the_altitude(
     sitl_factory("--flavor", "ardupilot", "--link", f"tcpin://127.0.0.1:{port}")
     mp = MavProxy(f"tcp:127.0.0.1:{port}", tmp_path)
     try:
-        mp.wait_for(r"online system 1", 20)
-        # MAVProxy tries MAVLink FTP for parameters first; the NAK sends it to PARAM_REQUEST_LIST at once
-        t0 = time.monotonic()
-        mp.wait_for(r"Received \d+ parameters", 15)
-        assert time.monotonic() - t0 < 10
-        mark = mp.send("mode GUIDED")
-        mp.wait_for(r"DO_SET_MODE: ACCEPTED", 10, mark)
-        # arming waits for the (emulated) EKF: retry as a user would
-        for _ in range(20):
-            mark = mp.send("arm throttle")
-            m = mp.wait_for(r"COMPONENT_ARM_DISARM: (\w+)", 10, mark)
-            if m.group(1) == "ACCEPTED":
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("arm throttle never accepted")
-        mark = mp.send("takeoff 5")
-        mp.wait_for(r"NAV_TAKEOFF: ACCEPTED", 10, mark)
-        # MAVProxy's default REQUEST_DATA_STREAM (all streams at 4 Hz) is re-sent every 15 s and
-        # the first one usually goes out before the vehicle is known, so telemetry starts within
-        # ~15 s of connecting (as with real ArduCopter); meanwhile the vehicle spools up (3 s) and
-        # climbs: poll `status` until it shows the altitude
-        m = mp.status("GLOBAL_POSITION_INT", r"relative_alt : (4[5-9]\d\d|5[0-5]\d\d),", 30)
-        assert 4500 <= int(m.group(1)) <= 5599
-        m = mp.status("VFR_HUD", r"VFR_HUD \{.*alt : ([\d.]+)", 5)
-        assert float(m.group(1)) == pytest.approx(584.09 + 5.0, abs=0.7)  # AMSL
-        mp.status("ATTITUDE", r"ATTITUDE \{", 5)
+        guided_takeoff_5(mp, home_amsl_m=584.09)
     finally:
         mp.stop()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.loop import LoopConfig, set_realtime_priority, set_timer_slack, wait_until
+from edge_agent.loop_config import LoopConfig
+from edge_agent.timing import set_realtime_priority, set_timer_slack, wait_until
 
 
 def test_realtime_priority_is_checked_and_a_refusal_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

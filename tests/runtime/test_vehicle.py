@@ -32,32 +32,17 @@ def test_describe() -> None:
     )
 
 
-class _FakeRuntime:
-    """Just what Runtime.check_failsafe reads."""
+def test_px4_offboard_loss_into_a_stick_mode_without_rc_is_refused() -> None:
+    from edge_agent.preflight import failsafe_refusal
 
-    def __init__(self, autopilot: str, params: dict[str, float]) -> None:
-        from firmware_bridge.types import Autopilot, VehicleState
-
-        self.state = VehicleState(autopilot=Autopilot[autopilot], params=params)
-        self.log = None
-        self.texts: list[str] = []
-
-    def _t(self) -> float:
-        return 0.0
-
-    def _gcs_text(self, severity: int, text: str) -> None:
-        self.texts.append(text)
-
-
-def test_px4_offboard_loss_into_a_stick_mode_without_rc_is_warned_about(capsys) -> None:
-    from edge_agent.loop import Runtime
-
-    sih = _FakeRuntime("PX4", {"COM_OBL_RC_ACT": 0.0, "COM_RC_IN_MODE": 1.0})  # PX4 SIH's defaults
-    warning = Runtime.check_failsafe(sih)  # type: ignore[arg-type]
-    assert warning is not None and "set COM_OBL_RC_ACT to 5 (Hold) or 4 (Land)" in warning
-    assert "WARNING: PX4 falls to Position mode" in capsys.readouterr().err
-    assert sih.texts == ["edge-agent: set COM_OBL_RC_ACT=5 (Hold)"]
-    # Hold, or a pilot on the sticks (RC), or ArduPilot: nothing to say.
-    assert Runtime.check_failsafe(_FakeRuntime("PX4", {"COM_OBL_RC_ACT": 5.0, "COM_RC_IN_MODE": 1.0})) is None  # type: ignore[arg-type]
-    assert Runtime.check_failsafe(_FakeRuntime("PX4", {"COM_OBL_RC_ACT": 0.0, "COM_RC_IN_MODE": 0.0})) is None  # type: ignore[arg-type]
-    assert Runtime.check_failsafe(_FakeRuntime("ARDUPILOT", {"GUID_TIMEOUT": 3.0})) is None  # type: ignore[arg-type]
+    why = failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 0.0, "COM_RC_IN_MODE": 1.0})  # PX4 SIH's defaults
+    assert why is not None and "set COM_OBL_RC_ACT to 5 (Hold) or 4 (Land)" in why
+    assert "fall to Position mode" in why
+    assert "Altitude" in (failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 1.0, "COM_RC_IN_MODE": 4.0}) or "")
+    # Hold or Land, a pilot on the sticks (RC), parameters not reported, or ArduPilot: nothing to refuse.
+    assert failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 5.0, "COM_RC_IN_MODE": 1.0}) is None
+    assert failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 4.0, "COM_RC_IN_MODE": 1.0}) is None
+    assert failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 0.0, "COM_RC_IN_MODE": 0.0}) is None
+    assert failsafe_refusal("PX4", {"COM_OBL_RC_ACT": 0.0}) is None
+    assert failsafe_refusal("PX4", {}) is None
+    assert failsafe_refusal("ARDUPILOT", {"GUID_TIMEOUT": 3.0}) is None
