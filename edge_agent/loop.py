@@ -48,7 +48,7 @@ from edge_agent.loop_config import LAYER_NAMES, LoopConfig, RunSummary, StopRequ
 from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
-from edge_agent.preflight import check_takeoff_alt, failsafe_refusal
+from edge_agent.preflight import check_takeoff_alt, failsafe_refusal, takeoff_column_refusal
 from edge_agent.shield import Reason
 from edge_agent.timing import LatencyHistogram, set_realtime_priority, set_timer_slack, wait_until
 from edge_agent.vehicle import describe, identity, mismatch
@@ -288,6 +288,16 @@ class Runtime:
         if why is not None:
             raise ActivationError(f"refusing to take control of the vehicle on {self.link.url}: {why}")
 
+    def check_takeoff_column(self) -> None:
+        """Refuse a take-off whose unshielded vertical climb would pass too near the fence or a
+        keep-out zone (preflight.takeoff_column_refusal), before anything is commanded."""
+        pos = self.state.pos_ned_m
+        if pos is None:
+            return
+        why = takeoff_column_refusal(self.mission, pos.value, self.config.takeoff_alt_m)
+        if why is not None:
+            raise ActivationError(f"refusing to take off from where the vehicle is: {why}")
+
     def check_vehicle(self) -> str | None:
         """Report (console, log, ground station) when the bundle's calibration is for another vehicle.
 
@@ -447,6 +457,7 @@ class Runtime:
         self.connect()
         self.check_flavour()
         self.check_failsafe()
+        self.check_takeoff_column()
         self._t0_ns = self.clock()
         self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
         try:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from edge_agent.errors import ConfigError
-from edge_agent.mission import Mission
+from edge_agent.mission import KeepoutBox, KeepoutCylinder, Mission
 
 MIN_STREAM_RATE_HZ = 2.0
 """PX4 leaves (or refuses) OFFBOARD when the setpoint stream is not faster than 2 Hz (REFERENCE.md)."""
@@ -116,3 +118,56 @@ def failsafe_refusal(autopilot: str, params: dict[str, float]) -> str | None:
         f"to 5 (Hold) or 4 (Land) before flying (QGroundControl's parameters, MAVProxy `param set "
         f"COM_OBL_RC_ACT 5`, or `edge-agent sitl --firmware px4 --param COM_OBL_RC_ACT=5`)"
     )
+
+
+def _describe_zone(zone: KeepoutCylinder | KeepoutBox) -> str:
+    if isinstance(zone, KeepoutCylinder):
+        n, e = zone.center_ne_m
+        return f"the keep-out cylinder at N {n:g} E {e:g} (radius {zone.radius_m:g} m)"
+    return f"the keep-out box N {zone.north_min_m:g}..{zone.north_max_m:g} E {zone.east_min_m:g}..{zone.east_max_m:g}"
+
+
+def takeoff_column_refusal(
+    mission: Mission, pos_ned_m: tuple[float, ...], takeoff_alt_m: float
+) -> str | None:
+    """Why the vertical climb from ``pos_ned_m`` to ``takeoff_alt_m`` is not safe to fly, or None.
+
+    The take-off climb is straight up and not the policy's: the shield takes over above the
+    mission's floor. So the column the climb passes through must keep the mission's margins from
+    the fence and from every keep-out zone (a vehicle parked under the mast's overhang, or beside
+    the fence, would climb into it unfiltered)."""
+    north, east, down = pos_ned_m
+    top_down = -takeoff_alt_m
+    if down <= top_down:
+        return None  # already at or above the take-off height: no climb
+    col = np.column_stack(
+        (
+            np.full(64, north),
+            np.full(64, east),
+            np.linspace(down, top_down, 64),
+        )
+    )
+    g, m = mission.geometry, mission.margins
+    where = (
+        f"the vehicle stands at N {north:.1f} E {east:.1f} m and climbs straight up to {takeoff_alt_m:g} m"
+    )
+    fence = float(g.fence_distance(col)[0].min())
+    if fence <= m.fence_m:
+        side = f"{fence:.1f} m inside the fence" if fence > 0 else f"{-fence:.1f} m outside the fence"
+        return (
+            f"{where}, {side}, closer than the mission's fence margin ({m.fence_m:g} m); the climb is "
+            f"not shielded: move the vehicle inside the fence before flying"
+        )
+    if g.n_zones:
+        per_zone = g.keepout_distance(col)[0].min(axis=0)
+        z = int(np.argmin(per_zone))
+        if per_zone[z] <= m.keepout_m:
+            zones = [k for k in mission.keepouts if isinstance(k, KeepoutCylinder)] + [
+                k for k in mission.keepouts if isinstance(k, KeepoutBox)
+            ]  # the geometry's zone order
+            gap = f"{per_zone[z]:.1f} m from" if per_zone[z] > 0 else "inside"
+            return (
+                f"{where}, passing {gap} {_describe_zone(zones[z])}, closer than the mission's keep-out "
+                f"margin ({m.keepout_m:g} m); the climb is not shielded: move the vehicle clear of it before flying"
+            )
+    return None

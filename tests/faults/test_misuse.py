@@ -85,11 +85,13 @@ def test_case1_family_every_flight_setting_is_checked_before_the_link_opens(
     assert message in err and "cannot open --link" not in err, err
 
 
-def _runtime(world: World, bundle: Path, log: Path, **config: float) -> tuple[Runtime, ReconnectingLink]:
+def _runtime(
+    world: World, bundle: Path, log: Path, mission: Path = HERE / "faults.toml", **config: float
+) -> tuple[Runtime, ReconnectingLink]:
     link = ReconnectingLink(world.agent_url, clock=world.clock)
     runtime = Runtime(
         load_bundle(bundle),
-        load_mission(HERE / "faults.toml"),
+        load_mission(mission),
         link,
         config=LoopConfig(rate_hz=50.0, **config),
         log_path=log,
@@ -99,6 +101,61 @@ def _runtime(world: World, bundle: Path, log: Path, **config: float) -> tuple[Ru
         timer=lambda: world.clock() * 1e-9,
     )
     return runtime, link
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            # a zone hanging over the take-off point, from 3 m up: the vehicle stands clear, the climb is not
+            '[[keepout]]\nkind = "cylinder"\ncenter_ne_m = [0.5, 0.0]\nradius_m = 2.0\nalt_min_m = 3.0\nalt_max_m = 10.0\n',
+            "passing inside the keep-out cylinder at N 0.5 E 0 (radius 2 m)",
+        ),
+        (
+            '[[keepout]]\nkind = "box"\nnorth_min_m = -1.0\nnorth_max_m = 1.0\neast_min_m = 2.0\neast_max_m = 5.0\n',
+            "passing 2.0 m from the keep-out box N -1..1 E 2..5, closer than the mission's keep-out margin (2.5 m)",
+        ),
+    ],
+)
+def test_case1_family_a_takeoff_column_through_a_keepout_is_refused_before_anything_is_commanded(
+    goal_seeker: Path, tmp_path: Path, extra: str, message: str
+) -> None:
+    """The climb to the take-off height is straight up and not the shield's: the column it passes
+    through must keep the mission's margins, or nothing is commanded."""
+    mission = tmp_path / "m.toml"
+    text = (HERE / "faults.toml").read_text()
+    mission.write_text(
+        text.replace(
+            "[route]",
+            "[margins]\nfence_m = 2.0\nkeepout_m = 2.5\naltitude_m = 0.5\n\n" + extra + "\n[route]",
+            1,
+        )
+    )
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
+    try:
+        with pytest.raises(ActivationError, match="refusing to take off from where the vehicle is") as err:
+            runtime.run()
+    finally:
+        link.close()
+    assert message in str(err.value), err.value
+    assert "the climb is not shielded: move the vehicle clear of it" in str(err.value)
+    assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
+
+
+def test_takeoff_column_check_passes_a_clear_column_and_refuses_beside_the_fence() -> None:
+    from edge_agent.preflight import takeoff_column_refusal
+
+    demo = load_mission(MISSION)
+    assert takeoff_column_refusal(demo, (0.0, 0.0, 0.0), 5.0) is None  # where the demo takes off
+    assert takeoff_column_refusal(demo, (0.0, 0.0, -8.0), 5.0) is None  # already above: no climb
+    why = takeoff_column_refusal(demo, (29.5, 0.0, 0.0), 5.0)
+    assert why is not None and "0.5 m inside the fence, closer than the mission's fence margin" in why
+    assert "outside the fence" in (takeoff_column_refusal(demo, (31.0, 0.0, 0.0), 5.0) or "")
+    # the mast stands from the ground: under it is inside it
+    assert "inside the keep-out cylinder at N 9 E 4" in (
+        takeoff_column_refusal(demo, (9.0, 4.0, 0.0), 5.0) or ""
+    )
 
 
 def test_case1_the_takeoff_climb_is_logged_so_a_flight_that_never_reached_the_policy_has_a_report(
