@@ -5,8 +5,10 @@ Per tick, at a fixed rate on a monotonic clock::
     session.poll → VehicleState → AgentCore.step (obs → policy → calibrator → shield)
       → adapter.send(certified setpoint) → flight-log record → (every 0.5 s) ground-station report
 
-Phases: connect (wait for the autopilot's HEARTBEAT and fresh telemetry) → activate (PX4:
-take off, pre-stream, OFFBOARD; ArduPilot: GUIDED, arm, take off) → fly → finish. Finishing
+Phases: connect (wait for the autopilot's HEARTBEAT and fresh telemetry) → checks that refuse
+before anything is commanded (the mission's autopilot flavour, PX4's offboard-loss action, the
+take-off column against the fence and keep-outs) → activate (PX4: take off, pre-stream,
+OFFBOARD; ArduPilot: GUIDED, arm, take off) → fly → finish. Finishing
 leaves the vehicle safe: on mission completion, SIGINT or SIGTERM the loop commands the
 mission's end action (land, or the autopilot's own hold); when the autopilot or the pilot takes
 control away, the loop stops commanding at once and never takes control back (DESIGN.md).
