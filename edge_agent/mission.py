@@ -241,6 +241,8 @@ class MissionGeometry:
             -1, 2
         )
         zones: list[Keepout] = [*cyl, *box]
+        self.zones: tuple[Keepout, ...] = tuple(zones)
+        """The keep-out zones in the order of every per-zone array here (cylinders, then boxes)."""
         self.zone_top_down_m = np.array([-z.alt_max_m for z in zones], dtype=np.float64)
         self.zone_bottom_down_m = np.array([-z.alt_min_m for z in zones], dtype=np.float64)
         self.n_zones = len(zones)

@@ -162,12 +162,9 @@ def takeoff_column_refusal(
         per_zone = g.keepout_distance(col)[0].min(axis=0)
         z = int(np.argmin(per_zone))
         if per_zone[z] <= m.keepout_m:
-            zones = [k for k in mission.keepouts if isinstance(k, KeepoutCylinder)] + [
-                k for k in mission.keepouts if isinstance(k, KeepoutBox)
-            ]  # the geometry's zone order
             gap = f"{per_zone[z]:.1f} m from" if per_zone[z] > 0 else "inside"
             return (
-                f"{where}, passing {gap} {_describe_zone(zones[z])}, closer than the mission's keep-out "
+                f"{where}, passing {gap} {_describe_zone(g.zones[z])}, closer than the mission's keep-out "
                 f"margin ({m.keepout_m:g} m); the climb is not shielded: move the vehicle clear of it before flying"
             )
     return None
