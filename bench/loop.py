@@ -63,7 +63,7 @@ def start_sitl(
     whole scheduler tick (4 ms) — a priority inversion a UART to a real autopilot does not have.
     """
     proc = subprocess.Popen(
-        _cli("sitl", "--flavor", "px4", "--link", "pty://"),
+        _cli("sitl", "--fast-boot", "--flavor", "px4", "--link", "pty://"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -84,6 +84,7 @@ def fly(
     sitl = subprocess.Popen(
         _cli(
             "sitl",
+            "--fast-boot",  # what is compared is the flight, not the boot
             "--flavor",
             "px4",
             "--link",

@@ -554,8 +554,13 @@ class MavlinkSession:
 
     def _timesync(self, msg: Any, now_ns: int) -> None:
         if msg.tc1 == 0:
-            # A request from the autopilot (ArduPilot sends one every 10 s): answer with our clock.
-            self.send(mavlink.MAVLink_timesync_message(now_ns, msg.ts1))
+            # A request from the autopilot (ArduPilot every 10 s, PX4 at 10 Hz): answer with our
+            # clock; only the autopilot's own, and only once a UDP listener has locked onto it (a
+            # second vehicle on the port must not hear a companion from us).
+            hdr = msg._header
+            unlocked = self.link.source is not None and self.link.locked_source is None
+            if (hdr.srcSystem, hdr.srcComponent) == self._target() and self.telemetry.locked and not unlocked:
+                self.send(mavlink.MAVLink_timesync_message(now_ns, msg.ts1))
             return
         if msg.ts1 not in self._timesync_sent:
             return

@@ -84,6 +84,10 @@ ARDUCOPTER_MODES: dict[int, str] = {
 ARDUCOPTER_GUIDED = 4
 
 _PX4_INT_PARAM_TYPES = frozenset({1, 2, 3, 4, 5, 6})  # MAV_PARAM_TYPE_UINT8 .. INT32
+_STATUSTEXT_CHUNK = 50
+"""Characters in one STATUSTEXT; a shorter (NUL-terminated) chunk is a long text's last."""
+_STATUSTEXT_MAX_CHUNKS = 16
+"""Longest reassembly kept (800 characters): a sender that never ends a sequence cannot grow it."""
 _F32 = struct.Struct("<f")
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
@@ -200,7 +204,9 @@ class TelemetryTracker:
         self.mode_changes: deque[ModeChange] = deque(maxlen=32)
         """Recent mode/armed changes, oldest first (consumers pop what they have handled)."""
         self.statustexts: deque[StatusTextEntry] = deque(maxlen=max_statustexts)
-        """Recent STATUSTEXTs from the autopilot, oldest first."""
+        """Recent STATUSTEXTs from the autopilot, oldest first (chunked ones reassembled)."""
+        self._text_chunks: tuple[int, int, int, list[str]] | None = None
+        """A chunked STATUSTEXT being reassembled: (id, stamp of its first chunk, severity, chunks)."""
         self.ignored_frames = 0
         """Messages from other sources or in frames this tracker does not use."""
         self._handlers = {
@@ -363,7 +369,32 @@ class TelemetryTracker:
         self._set("landed_state", landed)
 
     def _statustext(self, m: Any, now: int) -> None:
-        self.statustexts.append(StatusTextEntry(now, int(m.severity), str(m.text)))
+        """One STATUSTEXT; a long one arrives in 50-character chunks that share a nonzero ``id``
+        (MAVLink 2; PX4 sends them so) and is kept whole once its last chunk (shorter than 50,
+        NUL-terminated) is in. A sequence cut short is kept as far as it came, marked '…'."""
+        text, severity = str(m.text), int(m.severity)
+        text_id = int(getattr(m, "id", 0) or 0)
+        pending = self._text_chunks
+        if pending is not None and (text_id != pending[0] or int(m.chunk_seq) != len(pending[3])):
+            self._flush_text_chunks(partial=True)
+            pending = None
+        if text_id == 0:
+            self.statustexts.append(StatusTextEntry(now, severity, text))
+            return
+        if pending is None:
+            if int(m.chunk_seq) != 0:
+                self.statustexts.append(StatusTextEntry(now, severity, "…" + text))  # its start was lost
+                return
+            pending = self._text_chunks = (text_id, now, severity, [])
+        pending[3].append(text)
+        if len(text) < _STATUSTEXT_CHUNK or len(pending[3]) >= _STATUSTEXT_MAX_CHUNKS:
+            self._flush_text_chunks(partial=False)
+
+    def _flush_text_chunks(self, *, partial: bool) -> None:
+        assert self._text_chunks is not None
+        _, stamp, severity, parts = self._text_chunks
+        self._text_chunks = None
+        self.statustexts.append(StatusTextEntry(stamp, severity, "".join(parts) + ("…" if partial else "")))
 
     def _param_value(self, m: Any, now: int) -> None:
         value = float(m.param_value)

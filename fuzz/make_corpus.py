@@ -35,7 +35,7 @@ def _sitl_bytes(flavor: str, seconds: float, **kw: object) -> bytes:
     else:
         from sitl.mavlink_vehicle import make_vehicle
 
-        vehicle = make_vehicle(sim, flavor, **kw)  # type: ignore[arg-type]  # kw: signing options
+        vehicle = make_vehicle(sim, flavor, fast_boot=True, **kw)  # type: ignore[arg-type]  # kw: signing options
     out = bytearray()
     for k in range(1, int(seconds / 0.004)):
         out += vehicle.step(k * 0.004)

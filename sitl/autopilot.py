@@ -53,6 +53,12 @@ LOGIC_RATE_HZ = 50.0
 
 GRAVITY_M_S2 = 9.80665
 
+NO_RC_BRAKE_M_S2 = 2.5
+"""PX4 in a stick mode without RC: the deceleration of its brake (real SIH braked from 2 m/s
+over 0.9-2.2 m after its 1 s offboard timeout, conformance suite)."""
+NO_RC_DESCENT_M_S = 0.6
+"""... and its descent afterwards (real SIH 0.5-0.7 m/s)."""
+
 F64 = NDArray[np.float64]
 
 
@@ -80,6 +86,7 @@ class Autopilot:
         *,
         params: Mapping[str, float] | None = None,
         ready_delay_s: float | None = None,
+        fast_boot: bool = False,
     ) -> None:
         if sim.n != 1:
             raise ValueError(
@@ -91,12 +98,18 @@ class Autopilot:
         self.params: dict[str, float] = {p.name: float(p.default) for p in rules.params}
         for name, value in (params or {}).items():
             self.set_param(name, value)
-        self.ready_delay_s = rules.default_ready_delay_s if ready_delay_s is None else float(ready_delay_s)
+        default = rules.fast_ready_delay_s if fast_boot else rules.ready_delay_s
+        self.ready_delay_s = default if ready_delay_s is None else float(ready_delay_s)
+        # a fast boot (tests) skips the boot state and the sensors' warm-up refusals: the one
+        # refusal left is the position estimate's (the last of arm_not_ready_texts)
+        self.boot_status_s = 0.0 if fast_boot else min(rules.boot_status_s, self.ready_delay_s)
+        self._warm_up = not fast_boot
         if self.ready_delay_s < 0:
             raise ValueError(f"ready_delay_s must be >= 0 s, got {self.ready_delay_s}")
         self._logic_every = max(1, round(1.0 / (LOGIC_RATE_HZ * sim.dt_s)))
         self._steps = 0
         self._sp = np.zeros((1, 5))
+        self.setpoint_kind = SetpointKind.POSITION
         self._texts: deque[StatusText] = deque(maxlen=64)
         self._shaper = _Shaper(max(rules.shape_accel_m_s2, 1e-9), max(rules.shape_jerk_m_s3, 1e-9))
         self.home_ned_m = np.array(sim.pos_ned_m[0], dtype=np.float64)
@@ -132,6 +145,10 @@ class Autopilot:
         self._g_integ = np.zeros(3)
         self._battery_stage = 0
         self._fence_breached = False
+        self._arm_refusals = 0
+        self._descending = False
+        """PX4 in a stick mode it cannot fly (no RC): braking, then descending to a landing."""
+        self._descent_from = (now_s, np.zeros(2))
         self.failsafe: str | None = None
         self.mode_events = 0
         """Incremented on every mode change (the MAVLink flavour sends a HEARTBEAT at once)."""
@@ -152,6 +169,11 @@ class Autopilot:
         return self.time_since_boot_s >= self.ready_delay_s
 
     @property
+    def booting(self) -> bool:
+        """Whether the firmware still reports its boot state (the first HEARTBEATs)."""
+        return self.time_since_boot_s < self.boot_status_s
+
+    @property
     def in_air(self) -> bool:
         """Whether the land detector says the vehicle flies."""
         return self.landed_state in (LandedState.IN_AIR, LandedState.TAKEOFF, LandedState.LANDING)
@@ -163,7 +185,7 @@ class Autopilot:
         return out
 
     def _say(self, severity: Severity, text: str) -> None:
-        self._texts.append(StatusText(severity, text[:50]))
+        self._texts.append(StatusText(severity, text))
 
     def param(self, name: str) -> float:
         """The current value of a parameter (KeyError names the known ones)."""
@@ -206,7 +228,14 @@ class Autopilot:
         if self.armed:
             return CommandReply(MavResult.ACCEPTED)
         if not force and not self.ready:
-            texts = tuple(StatusText(Severity.CRITICAL, t) for t in self.rules.arm_not_ready_texts)
+            rules = self.rules
+            names = rules.arm_not_ready_texts
+            if self.time_since_boot_s < self.boot_status_s and rules.arm_boot_texts:
+                names = rules.arm_boot_texts
+            elif rules.arm_texts_rotate:
+                names = (names[self._arm_refusals % len(names)] if self._warm_up else names[-1],)
+                self._arm_refusals += 1
+            texts = tuple(StatusText(Severity.CRITICAL, t) for t in names)
             return CommandReply(self.rules.arm_not_ready_result, texts, self.rules.arm_texts_after_ack)
         if (
             not force
@@ -384,6 +413,7 @@ class Autopilot:
         self.mode_changed_s = self.sim.time_s
         self.mode_events += 1
         self._braking = False
+        self._descending = False
         self._rtl_phase = 0
         self._goal_ned_m = None
         self._mission_landing = False
@@ -465,10 +495,10 @@ class Autopilot:
             return
         if grounded_s >= self.rules.land_detect_s:
             self.landed_state = LandedState.ON_GROUND
-            if grounded_s >= self.rules.land_detect_s + self.rules.disarm_after_land_s and self.mode in (
-                Mode.LAND,
-                Mode.RTL,
-                Mode.MISSION,
+            # PX4 disarms after any landing (COM_DISARM_LAND); ArduCopter in its landing modes
+            auto_modes = (Mode.LAND, Mode.RTL, Mode.MISSION)
+            if grounded_s >= self.rules.land_detect_s + self.rules.disarm_after_land_s and (
+                self.rules.family == "px4" or self.mode in auto_modes
             ):
                 self._do_disarm(self.rules.disarm_text)
 
@@ -487,8 +517,17 @@ class Autopilot:
         code = int(self.param(self.rules.loss_action_param)) if self.rules.loss_action_param else 0
         action = self.rules.loss_action_codes.get(code, Action.POSCTL)
         self.failsafe = "offboard signal lost"
-        self._say(Severity.CRITICAL, "Failsafe activated: no offboard signal")
+        self._say(Severity.CRITICAL, "Failsafe activated")
         self._run_action(action)
+        if action in (Action.POSCTL, Action.ALTCTL) and self.rules.no_rc_descends and self.no_rc:
+            self._descending = True
+            self._descent_from = (now, np.array(self.sim.vel_ned_m_s[0, :2], dtype=np.float64))
+
+    @property
+    def no_rc(self) -> bool:
+        """PX4's COM_RC_IN_MODE says no RC is there (1 joystick only, 4 none): the emulator's stick
+        modes then have no sticks to hold the vehicle with."""
+        return self.rules.family == "px4" and int(self.param("COM_RC_IN_MODE")) in (1, 4)
 
     def _run_action(self, action: Action) -> None:
         if action is Action.POSCTL:
@@ -549,7 +588,13 @@ class Autopilot:
     def _set(self, kind: SetpointKind, a: float, b: float, c: float, d: float, e: float = 0.0) -> None:
         sp = self._sp
         sp[0, 0], sp[0, 1], sp[0, 2], sp[0, 3], sp[0, 4] = a, b, c, d, e
+        self.setpoint_kind = kind
         self.sim.set_setpoint(kind, sp)
+
+    @property
+    def setpoint(self) -> tuple[SetpointKind, tuple[float, ...]]:
+        """What the autopilot's controller flies now (POSITION_TARGET_LOCAL_NED reports it)."""
+        return self.setpoint_kind, tuple(float(x) for x in self._sp[0])
 
     def _hold(self) -> None:
         h = self._hold_ned_m
@@ -577,6 +622,8 @@ class Autopilot:
             self._fly_rtl(dt)
         elif mode is Mode.MISSION:
             self._fly_mission(now, dt)
+        elif self._descending:
+            self._fly_no_rc_descent()
         elif mode is Mode.HOLD and self._goal_ned_m is not None:
             speed = self._goal_speed_m_s if self._goal_speed_m_s > 0 else self._cruise_m_s()
             self._fly_towards(self._goal_ned_m, speed, dt, self._radius_m())
@@ -649,6 +696,16 @@ class Autopilot:
             return
         self.sim.set_setpoint(target.kind, np.array([target.values]))
         self._hold_here()
+
+    def _fly_no_rc_descent(self) -> None:
+        """What real PX4 SIH did in Position mode with no RC: brake (zero velocity, no position
+        hold, so it creeps), then descend at ~0.6 m/s to a landing; the land detector disarms."""
+        t0, v0 = self._descent_from
+        speed0 = float(np.hypot(v0[0], v0[1]))
+        left = max(0.0, speed0 - NO_RC_BRAKE_M_S2 * (self.sim.time_s - t0))
+        v = v0 * (left / speed0) if speed0 > 0 else v0 * 0.0
+        down = NO_RC_DESCENT_M_S if left < 0.5 else 0.0
+        self._set(SetpointKind.VELOCITY, v[0], v[1], down, 0.0)
 
     def _fly_land(self, dt: float) -> None:
         h = self._hold_ned_m
@@ -764,9 +821,10 @@ class Autopilot:
 
     # ------------------------------------------------------------------ reporting
     def system_status(self) -> int:
-        """MAV_STATE: STANDBY (3) disarmed or armed on the ground, ACTIVE (4) flying, CRITICAL (5) in failsafe."""
+        """MAV_STATE: the firmware's boot state (PX4 UNINIT 0, ArduCopter BOOT 1) while it starts,
+        STANDBY (3) disarmed or armed on the ground, ACTIVE (4) flying, CRITICAL (5) in failsafe."""
         if not self.armed:
-            return 3
+            return self.rules.boot_status if self.booting else 3
         if self.rules.family == "px4":
             return 5 if self.failsafe else 4
         return 4 if self.landed_state in (LandedState.IN_AIR, LandedState.TAKEOFF, LandedState.LANDING) else 3

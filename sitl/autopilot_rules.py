@@ -186,10 +186,25 @@ class Rules:
     loss_action_codes: Mapping[int, Action]
     fence_action_param: str
     fence_action_codes: Mapping[int, Action]
-    default_ready_delay_s: float
-    """Boot to "position estimate ready" (arming allowed); a short test default."""
-    real_ready_delay_s: float
-    """The measured real figure (ArduCopter: EKF using GPS ~42 s after a cold boot)."""
+    ready_delay_s: float
+    """Boot to "position estimate ready" (arming allowed), as measured on the real firmware after
+    a cold boot (PX4 SIH: ~5 s after its first HEARTBEAT; ArduCopter: EKF using GPS ~42 s)."""
+    fast_ready_delay_s: float
+    """The same for a fast boot (``--fast-boot``, ``make_vehicle(fast_boot=True)``): for tests."""
+    boot_status: int
+    """MAV_STATE the HEARTBEAT reports while the firmware starts (PX4 UNINIT 0, ArduCopter BOOT 1)."""
+    boot_status_s: float
+    """How long it reports it (measured: the first one or two HEARTBEATs)."""
+    arm_boot_texts: tuple[str, ...] = ()
+    """The refusal texts while the firmware starts (ArduCopter 'System not initialised')."""
+    arm_texts_rotate: bool = False
+    """ArduCopter names one failing pre-arm check per attempt, a different one as its sensors
+    settle; True: one of ``arm_not_ready_texts`` per attempt, in turn (after a fast boot only the
+    last, the position estimate's). False (PX4): all of them, every attempt."""
+    no_rc_descends: bool = False
+    """PX4: a stick mode (Position, Altitude) entered by a failsafe with no RC (COM_RC_IN_MODE 1 or 4)
+    cannot run ('Matching flight task was not able to run'): the vehicle brakes and descends to a
+    landing while the HEARTBEAT keeps naming the mode (real PX4 SIH, ../shared/firmware/README.md)."""
 
 
 _PX4_LOSS_ACTIONS = {
@@ -207,7 +222,7 @@ PX4_RULES = Rules(
     name="px4",
     family="px4",
     external_mode=Mode.OFFBOARD,
-    initial_mode=Mode.POSCTL,
+    initial_mode=Mode.HOLD,  # real PX4 SIH boots in AUTO.LOITER (Hold)
     params=(
         ParamSpec("COM_OF_LOSS_T", 1.0),
         ParamSpec("COM_OBL_RC_ACT", 0, ParamType.INT32),
@@ -268,8 +283,11 @@ PX4_RULES = Rules(
         4: Action.DISARM,
         5: Action.LAND,
     },
-    default_ready_delay_s=1.0,
-    real_ready_delay_s=10.0,
+    ready_delay_s=5.0,
+    fast_ready_delay_s=1.0,
+    boot_status=0,
+    boot_status_s=1.5,
+    no_rc_descends=True,
 )
 """PX4 v1.14-like multicopter behaviour."""
 
@@ -323,7 +341,13 @@ ARDUPILOT_RULES = Rules(
     disarm_after_land_s=1.1,
     disarm_preflight_param="DISARM_DELAY",
     arm_not_ready_result=MavResult.FAILED,
-    arm_not_ready_texts=("Arm: Need Position Estimate",),
+    # what real ArduCopter SITL named, one per attempt, while its EKF settled (conformance suite)
+    arm_not_ready_texts=(
+        "Arm: Accels inconsistent",
+        "Arm: AHRS: waiting for home",
+        "Arm: Gyros inconsistent",
+        "Arm: Need Position Estimate",
+    ),
     arm_texts_after_ack=True,
     arm_text="Arming motors",
     disarm_text="Disarming motors",
@@ -339,8 +363,12 @@ ARDUPILOT_RULES = Rules(
         4: Action.HOLD,
         5: Action.LAND,
     },
-    default_ready_delay_s=2.0,
-    real_ready_delay_s=42.0,
+    ready_delay_s=42.0,
+    fast_ready_delay_s=2.0,
+    boot_status=1,
+    boot_status_s=2.0,
+    arm_boot_texts=("Arm: System not initialised",),
+    arm_texts_rotate=True,
 )
 """ArduCopter 4.x behaviour, as recorded in data/ardupilot (GUIDED = custom_mode 4)."""
 
@@ -357,7 +385,12 @@ GUIDED_KI = 1.0
 CUSTOM_RULES = replace(
     PX4_RULES,
     name="custom",
+    initial_mode=Mode.POSCTL,
     external_needs_stream=False,
+    ready_delay_s=PX4_RULES.fast_ready_delay_s,  # no real firmware to measure: the short one
+    boot_status=3,
+    boot_status_s=0.0,
+    no_rc_descends=False,
 )
 """Custom firmware: PX4-like failsafes and parameters, OFFBOARD without a setpoint pre-stream
 (the bridge's custom adapter does not pre-stream)."""

@@ -85,9 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after this many simulated seconds (default: run until Ctrl-C)",
     )
     parser.add_argument(
-        "--real-timing",
+        "--fast-boot",
         action="store_true",
-        help="use the firmware's real start-up delay (ArduCopter ~42 s to EKF ready) instead of the short test default",
+        help="for tests: ready to arm 1 s (PX4) / 2 s (ArduPilot) after start instead of the real "
+        "firmware's cold boot (PX4 SIH ~5 s, ArduCopter ~42 s while its EKF converges)",
     )
     parser.add_argument(
         "--param",
@@ -216,7 +217,7 @@ def build_vehicle(args: argparse.Namespace, *, clock: Any = time.time) -> Any:
             sim,
             args.flavor,
             params=params,
-            real_timing=args.real_timing,
+            fast_boot=args.fast_boot,
             sysid=args.sysid,
             signing_key=key,
             signing_epoch_s=clock(),

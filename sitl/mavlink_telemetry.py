@@ -89,8 +89,37 @@ STREAMABLE = (
     M.MAVLINK_MSG_ID_MISSION_CURRENT,
     M.MAVLINK_MSG_ID_SYSTEM_TIME,
     M.MAVLINK_MSG_ID_POWER_STATUS,
+    M.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN,
+    M.MAVLINK_MSG_ID_ATTITUDE_TARGET,
+    M.MAVLINK_MSG_ID_POSITION_TARGET_LOCAL_NED,
+    M.MAVLINK_MSG_ID_SERVO_OUTPUT_RAW,
+    M.MAVLINK_MSG_ID_DISTANCE_SENSOR,
+    M.MAVLINK_MSG_ID_VIBRATION,
+    M.MAVLINK_MSG_ID_PING,
+    M.MAVLINK_MSG_ID_OPEN_DRONE_ID_LOCATION,
+    M.MAVLINK_MSG_ID_OPEN_DRONE_ID_SYSTEM,
 )
 """Messages the emulator can stream at an interval."""
+
+_TARGET_MASKS = {
+    # POSITION_TARGET_LOCAL_NED type_mask: which fields are the target (ignore bits set for the rest)
+    "POSITION": 0b0000_1101_1111_1000,
+    "VELOCITY": 0b0000_1101_1100_0111,
+    "ACCELERATION": 0b0000_1100_0011_1111,
+}
+
+_PX4_EXTRAS = frozenset(
+    {
+        M.MAVLINK_MSG_ID_ATTITUDE_TARGET,
+        M.MAVLINK_MSG_ID_POSITION_TARGET_LOCAL_NED,
+        M.MAVLINK_MSG_ID_SERVO_OUTPUT_RAW,
+        M.MAVLINK_MSG_ID_DISTANCE_SENSOR,
+        M.MAVLINK_MSG_ID_VIBRATION,
+        M.MAVLINK_MSG_ID_PING,
+        M.MAVLINK_MSG_ID_OPEN_DRONE_ID_LOCATION,
+        M.MAVLINK_MSG_ID_OPEN_DRONE_ID_SYSTEM,
+    }
+)
 
 _NEEDS_ESTIMATE = frozenset(
     {
@@ -106,6 +135,21 @@ _NEEDS_ESTIMATE = frozenset(
 )
 
 
+def statustext_messages(
+    mav: mavlink.MAVLink, severity: int, text: str, chunk_id: int
+) -> list[mavlink.MAVLink_message]:
+    """STATUSTEXT frames for ``text``: one, cut at 50 characters, when ``chunk_id`` is 0; else
+    50-character chunks sharing ``chunk_id`` (MAVLink 2, as PX4 sends long texts), the last one
+    shorter (a text that fills its last chunk exactly gets an empty one: the NUL that ends it)."""
+    raw = text.encode("ascii", errors="replace")
+    if chunk_id == 0 or len(raw) <= 50:
+        return [mav.statustext_encode(severity, raw[:50])]
+    return [
+        mav.statustext_encode(severity, raw[k : k + 50], chunk_id, seq)
+        for seq, k in enumerate(range(0, len(raw) + 1, 50))
+    ]
+
+
 class TelemetryEncoder:
     """Builds one vehicle's telemetry messages; ``boot_us`` is the firmware's microsecond clock."""
 
@@ -115,6 +159,7 @@ class TelemetryEncoder:
         self.home = home
         self.epoch_s = epoch_s
         """Wall-clock (Unix) time at Sim time 0, for SYSTEM_TIME; 0 = unknown (sent as 0)."""
+        self._ping_seq = 0
 
     def boot_us(self) -> int:
         # The Sim's clock is a sum of float steps; rounding to whole microseconds first keeps 10.0 s
@@ -134,6 +179,8 @@ class TelemetryEncoder:
         ms = us // 1000
         mav = self.mav
         if msgid == M.MAVLINK_MSG_ID_LOCAL_POSITION_NED:
+            if ap.rules.family == "ardupilot" and not ap.ready:
+                return None  # real ArduCopter: no local position until its EKF has an origin (~40 s)
             return mav.local_position_ned_encode(ms, *pos.tolist(), *vel.tolist())
         if msgid == M.MAVLINK_MSG_ID_ATTITUDE_QUATERNION:
             return mav.attitude_quaternion_encode(ms, *q.tolist(), *rates.tolist())
@@ -262,10 +309,57 @@ class TelemetryEncoder:
             if state is MissionState.COMPLETE:
                 seq = max(len(plan.items) - 1, 0)
             return mav.mission_current_encode(seq, len(plan.items), int(state), 0)
+        if msgid in _PX4_EXTRAS:
+            return self._px4_extra(msgid, meas, pos, vel, q, us)
         if msgid == M.MAVLINK_MSG_ID_SYSTEM_TIME:
             unix_us = round((self.epoch_s + ap.sim.time_s) * 1e6) if self.epoch_s > 0 else 0
             return mav.system_time_encode(unix_us, ms)
         return None
+
+    def _px4_extra(
+        self, msgid: int, meas: Measurement, pos: np.ndarray, vel: np.ndarray, q: np.ndarray, us: int
+    ) -> mavlink.MAVLink_message:
+        """The streams real PX4 SIH sends its onboard link besides the state (ATTITUDE_TARGET,
+        POSITION_TARGET_LOCAL_NED, SERVO_OUTPUT_RAW, DISTANCE_SENSOR, VIBRATION, PING, Open Drone ID)."""
+        ap, mav, ms = self.ap, self.mav, us // 1000
+        spin = np.asarray(ap.sim.motor_speed)[0] / ap.sim.airframe.max_rot_velocity_rad_s
+        height = max(0.0, -float(pos[2]))
+        if msgid == M.MAVLINK_MSG_ID_ATTITUDE_TARGET:
+            thrust = float(np.mean(spin**2)) if ap.armed else 0.0
+            return mav.attitude_target_encode(ms, 0, q.tolist(), 0.0, 0.0, 0.0, thrust)
+        if msgid == M.MAVLINK_MSG_ID_POSITION_TARGET_LOCAL_NED:
+            kind, sp = ap.setpoint
+            xyz = [math.nan] * 9
+            first = {"POSITION": 0, "VELOCITY": 3, "ACCELERATION": 6}.get(kind.name, 0)
+            xyz[first : first + 3] = [sp[0], sp[1], sp[2]]
+            if kind.name == "POSITION":
+                xyz[0:3] = (np.asarray(sp[:3]) - ap.home_ned_m).tolist()
+            mask = _TARGET_MASKS.get(kind.name, 0)
+            return mav.position_target_local_ned_encode(ms, M.MAV_FRAME_LOCAL_NED, mask, *xyz, sp[3], 0.0)
+        if msgid == M.MAVLINK_MSG_ID_SERVO_OUTPUT_RAW:
+            pwm = [round(1000 + 1000 * float(s) ** 2) if ap.armed else 900 for s in spin[:4]]
+            return mav.servo_output_raw_encode(us & 0xFFFFFFFF, 0, *pwm, *([0] * 12))
+        if msgid == M.MAVLINK_MSG_ID_DISTANCE_SENSOR:
+            cm = min(round(height * 100) + 10, 4000)  # SIH's downward range finder, ~0.1 m above the skids
+            return mav.distance_sensor_encode(ms, 1, 4000, cm, 0, 0, M.MAV_SENSOR_ROTATION_PITCH_270, 0)
+        if msgid == M.MAVLINK_MSG_ID_VIBRATION:
+            return mav.vibration_encode(us, 0.01, 0.01, 0.02, 0, 0, 0)
+        if msgid == M.MAVLINK_MSG_ID_PING:
+            self._ping_seq = (self._ping_seq + 1) & 0xFFFFFFFF
+            return mav.ping_encode(us, self._ping_seq, 0, 0)
+        lat, lon, amsl = self.home.geodetic(pos)
+        if msgid == M.MAVLINK_MSG_ID_OPEN_DRONE_ID_LOCATION:
+            speed = round(float(math.hypot(vel[0], vel[1])) * 100)
+            heading = round(math.degrees(math.atan2(vel[1], vel[0])) % 360.0 * 100) % 36000
+            return mav.open_drone_id_location_encode(
+                0, 0, bytes(20), 2 if ap.in_air else 1, heading, speed, round(-float(vel[2]) * 100),
+                lat, lon, amsl, amsl, 0, height, 10, 4, 3, 2, 0xFFFF, 0
+            )  # fmt: skip
+        h = self.home
+        return mav.open_drone_id_system_encode(
+            0, 0, bytes(20), 0, 0, round(h.lat_deg * 1e7), round(h.lon_deg * 1e7), 1, 0, -1000.0, -1000.0,
+            0, 0, h.alt_amsl_m, 0
+        )  # fmt: skip
 
     def battery_pct(self) -> int:
         """Remaining battery in percent, 0..100."""

@@ -37,7 +37,7 @@ from sitl.autopilot import (
 )
 from sitl.autopilot_rules import SR_GROUPS
 from sitl.mavlink_streams import AP_STREAM_BY_ID, AP_STREAM_GROUPS, StreamSchedule, ftp_reply, next_deadline
-from sitl.mavlink_telemetry import STREAMABLE, Home, TelemetryEncoder, euler
+from sitl.mavlink_telemetry import STREAMABLE, Home, TelemetryEncoder, euler, statustext_messages
 from sitl.mission_protocol import MissionProtocol
 from sitl.sim import Measurement, Sim
 
@@ -114,19 +114,27 @@ PX4 = FlavorSpec(
     flavor=Flavor.PX4,
     rules=PX4_RULES,
     autopilot_id=mavlink.MAV_AUTOPILOT_PX4,
-    # measured on real PX4 SIH's onboard link (../shared/firmware/README.md); of what it sends
-    # unasked, the emulator leaves out ATTITUDE_TARGET, DISTANCE_SENSOR, POSITION_TARGET_LOCAL_NED,
-    # SERVO_OUTPUT_RAW, PING, VIBRATION and CURRENT_MODE
+    # measured on real PX4 SIH's onboard link (../shared/firmware/README.md, tests/conformance);
+    # of what it sends unasked, the emulator leaves out CURRENT_MODE only
     default_streams_hz={
         mavlink.MAVLINK_MSG_ID_ATTITUDE: 100.0,
         mavlink.MAVLINK_MSG_ID_ATTITUDE_QUATERNION: 50.0,
-        mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT: 50.0,
+        mavlink.MAVLINK_MSG_ID_GLOBAL_POSITION_INT: 40.0,  # PX4 asks 50 Hz; SIH delivered 30-36
         mavlink.MAVLINK_MSG_ID_HIGHRES_IMU: 50.0,
         mavlink.MAVLINK_MSG_ID_LOCAL_POSITION_NED: 30.0,
         mavlink.MAVLINK_MSG_ID_ODOMETRY: 30.0,
         mavlink.MAVLINK_MSG_ID_ALTITUDE: 10.0,
         mavlink.MAVLINK_MSG_ID_VFR_HUD: 10.0,
-        mavlink.MAVLINK_MSG_ID_GPS_RAW_INT: 5.0,
+        mavlink.MAVLINK_MSG_ID_GPS_RAW_INT: 8.0,
+        mavlink.MAVLINK_MSG_ID_ATTITUDE_TARGET: 10.0,
+        mavlink.MAVLINK_MSG_ID_POSITION_TARGET_LOCAL_NED: 10.0,
+        mavlink.MAVLINK_MSG_ID_SERVO_OUTPUT_RAW: 10.0,
+        mavlink.MAVLINK_MSG_ID_DISTANCE_SENSOR: 10.0,
+        mavlink.MAVLINK_MSG_ID_PING: 1.0,
+        mavlink.MAVLINK_MSG_ID_OPEN_DRONE_ID_LOCATION: 1.0,
+        mavlink.MAVLINK_MSG_ID_OPEN_DRONE_ID_SYSTEM: 1.0,
+        mavlink.MAVLINK_MSG_ID_VIBRATION: 0.5,
+        mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN: 0.2,
         mavlink.MAVLINK_MSG_ID_SYS_STATUS: 5.0,
         mavlink.MAVLINK_MSG_ID_EXTENDED_SYS_STATE: 5.0,
         mavlink.MAVLINK_MSG_ID_MISSION_CURRENT: 1.0,
@@ -137,10 +145,10 @@ PX4 = FlavorSpec(
         mavlink.MAVLINK_MSG_ID_HOME_POSITION: 0.5,
     },
     heartbeat_on_mode_change=False,
-    timesync_period_s=10.0,
+    timesync_period_s=0.1,  # real PX4 SIH: TIMESYNC requests at 10 Hz
     vtol_state=mavlink.MAV_VTOL_STATE_UNDEFINED,
     param_bytewise=True,
-    unsupported_interval_result=MavResult.DENIED,
+    unsupported_interval_result=MavResult.FAILED,
     ack_set_mode_message=False,
 )
 """PX4 v1.14-like (onboard-link stream profile, approximately mavlink_main.cpp's)."""
@@ -154,7 +162,7 @@ ARDUPILOT = FlavorSpec(
     timesync_period_s=10.0,
     vtol_state=mavlink.MAV_VTOL_STATE_MC,
     param_bytewise=False,
-    unsupported_interval_result=MavResult.FAILED,
+    unsupported_interval_result=MavResult.DENIED,
     ack_set_mode_message=True,
 )
 """ArduCopter as recorded in data/ardupilot (HEARTBEAT only until streams are requested)."""
@@ -168,7 +176,6 @@ _ON_REQUEST = (
     *_STREAMABLE,
     mavlink.MAVLINK_MSG_ID_AUTOPILOT_VERSION,
     mavlink.MAVLINK_MSG_ID_HEARTBEAT,
-    mavlink.MAVLINK_MSG_ID_GPS_GLOBAL_ORIGIN,
 )
 
 
@@ -232,6 +239,7 @@ class MavlinkVehicle:
         self._signing_epoch_s = signing_epoch_s
         self.home = home
         self.counters = VehicleCounters()
+        self._text_id = 0
         self._sink = _Sink()
         self._new_mav()
         self.telemetry = TelemetryEncoder(self.mav, autopilot, home, epoch_s=signing_epoch_s)
@@ -345,16 +353,18 @@ class MavlinkVehicle:
         """(base_mode without the armed bit, custom_mode) for a normalised mode."""
         if self.spec.flavor is Flavor.PX4:
             main, sub = _PX4_MODES[mode]
-            if mode in (Mode.OFFBOARD, Mode.TAKEOFF, Mode.HOLD, Mode.RTL, Mode.LAND):
-                base = _CUSTOM | _AUTO | _STAB | _GUIDED
+            if mode is Mode.OFFBOARD:
+                base = _CUSTOM | _STAB  # real PX4 SIH: 145 armed
+            elif mode in (Mode.TAKEOFF, Mode.HOLD, Mode.RTL, Mode.LAND, Mode.MISSION):
+                base = _CUSTOM | _AUTO | _STAB | _GUIDED  # real PX4 SIH in Hold: 29
             elif mode is Mode.POSCTL:
                 base = _CUSTOM | _MANUAL | _STAB | _GUIDED
             else:
                 base = _CUSTOM | _MANUAL | _STAB
             return base, (main << 16) | (sub << 24)
         base = _CUSTOM | _MANUAL | _STAB
-        if mode in (Mode.GUIDED, Mode.LAND, Mode.RTL):
-            base |= _GUIDED
+        if mode in (Mode.GUIDED, Mode.LAND, Mode.RTL) or self.ap.booting:
+            base |= _GUIDED  # real ArduCopter also says GUIDED_ENABLED (89) while it boots
         return base, _AP_MODES[mode]
 
     def custom_to_mode(self, custom_mode: int, sub_mode: int | None = None) -> Mode | None:
@@ -385,7 +395,10 @@ class MavlinkVehicle:
 
     def _flush_texts(self, texts: list[StatusText]) -> None:
         for t in texts:
-            self.mav.send(self.mav.statustext_encode(int(t.severity), t.text.encode()[:50]))
+            chunked = self.spec.flavor is Flavor.PX4  # PX4 chunks a long text; ArduPilot cuts it at 50
+            self._text_id = self._text_id % 0xFFFF + 1 if chunked else 0
+            for msg in statustext_messages(self.mav, int(t.severity), t.text, self._text_id):
+                self.mav.send(msg)
 
     def _send_stream(self, msgid: int, meas: Measurement) -> None:
         msg = self._build(msgid, meas)
@@ -471,10 +484,7 @@ class MavlinkVehicle:
                 value = self._decode_param(name, msg.param_value)
                 self.ap.set_param(name, value)
                 self._param_value(name)
-            elif self.spec.flavor is Flavor.PX4:
-                # PX4 mavlink_parameters.cpp: an info text and no PARAM_VALUE; ArduPilot
-                # (GCS_Param.cpp handle_param_set) answers nothing at all
-                self._flush_texts([StatusText(Severity.INFO, f"[pm] unknown param: {name}")])
+            # an unknown name: real PX4 SIH and ArduCopter answer nothing at all (conformance suite)
         elif kind == "REQUEST_DATA_STREAM":
             if self.spec.flavor is Flavor.ARDUPILOT and self._for_us(msg.target_system, msg.target_component):
                 self._request_data_stream(
@@ -529,7 +539,10 @@ class MavlinkVehicle:
         elif cmd == mavlink.MAV_CMD_NAV_RETURN_TO_LAUNCH:
             reply = ap.return_to_launch()
         elif cmd == mavlink.MAV_CMD_SET_MESSAGE_INTERVAL:
-            self._ack(cmd, self._set_interval(int(p1), p2), msg)
+            result = self._set_interval(int(p1), p2)
+            if result is not MavResult.ACCEPTED and self.spec.flavor is Flavor.ARDUPILOT:
+                self._flush_texts([StatusText(Severity.INFO, f"No ap_message for mavlink id ({int(p1)})")])
+            self._ack(cmd, result, msg)
             return
         elif cmd == mavlink.MAV_CMD_REQUEST_MESSAGE:
             msgid = int(p1)
@@ -750,7 +763,7 @@ def make_vehicle(
     *,
     params: dict[str, float] | None = None,
     ready_delay_s: float | None = None,
-    real_timing: bool = False,
+    fast_boot: bool = False,
     sysid: int = 1,
     signing_key: bytes | None = None,
     signing_epoch_s: float = 0.0,
@@ -758,13 +771,12 @@ def make_vehicle(
 ) -> MavlinkVehicle:
     """Build an :class:`Autopilot` with the flavour's rules over ``sim`` and wrap it.
 
-    ``real_timing`` uses the firmware's measured start-up delay (ArduCopter: ~42 s before the
-    EKF uses GPS and arming is allowed) instead of the short test default.
+    The vehicle starts as the real firmware does after a cold boot (PX4 SIH: ready to arm ~5 s
+    after its first HEARTBEAT; ArduCopter: ~42 s, while its EKF converges); ``fast_boot`` (for
+    tests) shortens that to 1-2 s; ``ready_delay_s`` sets any value.
     """
     spec = FLAVORS[Flavor(flavor)]
-    if real_timing and ready_delay_s is None:
-        ready_delay_s = spec.rules.real_ready_delay_s
-    ap = Autopilot(sim, spec.rules, params=params, ready_delay_s=ready_delay_s)
+    ap = Autopilot(sim, spec.rules, params=params, ready_delay_s=ready_delay_s, fast_boot=fast_boot)
     return MavlinkVehicle(
         ap, spec.flavor, sysid=sysid, signing_key=signing_key, signing_epoch_s=signing_epoch_s, home=home
     )

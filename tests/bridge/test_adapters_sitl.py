@@ -32,7 +32,7 @@ def link_pair(kind: str) -> tuple[Link, Link]:
 @pytest.mark.parametrize("flavor", ["px4", "ardupilot"])
 def test_adapter_flies_the_sitl(flavor: str, kind: str) -> None:
     sim = sitl_sim.Sim(1, rng=np.random.default_rng(0))
-    vehicle = sitl_vehicle.make_vehicle(sim, flavor)
+    vehicle = sitl_vehicle.make_vehicle(sim, flavor, fast_boot=True)
     companion_link, vehicle_link = link_pair(kind)
     t_ns = [0]
     clock = lambda: t_ns[0]  # noqa: E731 - fake time: the sim advances only as we say

@@ -164,3 +164,34 @@ def test_snapshot_is_reused_until_something_changes() -> None:
     assert t.state is a
     t.update(_msg(mavlink.MAVLink_extended_sys_state_message(0, 2)), 5)
     assert t.state is not a and t.state.landed_state == LandedState.IN_AIR
+
+
+def _text(text: str, text_id: int = 0, seq: int = 0, severity: int = 2) -> object:
+    return _msg(mavlink.MAVLink_statustext_message(severity, text.encode(), text_id, seq))
+
+
+def test_chunked_statustexts_are_reassembled_and_a_broken_sequence_is_marked() -> None:
+    """PX4 sends texts longer than 50 characters in chunks that share a nonzero id (real PX4
+    SIH's 'Arming denied: Resolve system health failures first' is 51); each arrives whole."""
+    tracker = TelemetryTracker()
+    tracker.update(_msg(mavlink.MAVLink_heartbeat_message(2, 12, 0, 0, 3, 3)), 0)
+    long = "Arming denied: Resolve system health failures first"
+    tracker.update(_text(long[:50], 7, 0), 1)
+    assert not tracker.statustexts  # waiting for the last chunk
+    tracker.update(_text(long[50:], 7, 1), 2)
+    tracker.update(_text("short one"), 3)
+    # a sequence whose end never comes is kept as far as it came when the next text arrives
+    tracker.update(_text("x" * 50, 8, 0), 4)
+    tracker.update(_text("y" * 50, 9, 0), 5)
+    tracker.update(_text("", 9, 1), 6)  # exactly 50: an empty chunk ends it
+    tracker.update(_text("tail without its start", 10, 1), 7)
+    assert [(t.stamp_ns, t.text) for t in tracker.statustexts] == [
+        (1, long),
+        (3, "short one"),
+        (4, "x" * 50 + "…"),
+        (5, "y" * 50),
+        (7, "…tail without its start"),
+    ]
+    for k in range(40):  # a sender that never ends a sequence cannot grow it without bound
+        tracker.update(_text("z" * 50, 11, k), 10 + k)
+    assert max(len(t.text) for t in tracker.statustexts) <= 16 * 50

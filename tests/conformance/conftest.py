@@ -101,9 +101,11 @@ def target(
                 t0, probe = _boot_phase(client)
                 yield Target(name, flavor, client, t0, results, arm_probe=probe)
     else:
-        # --real-timing: the measured cold-boot readiness (the default 1-2 s is for unit tests)
+        # the emulator's default cold boot (the real firmware's), not the tests' --fast-boot; PX4 as
+        # SIH's airframe sets it up: no RC (COM_RC_IN_MODE 1)
         link = "udpin://127.0.0.1:0" if flavor == "px4" else "tcpin://127.0.0.1:0"
-        sitl = start_sitl("--flavor", flavor, "--link", link, "--real-timing")
+        extra = ("--param", "COM_RC_IN_MODE=1") if flavor == "px4" else ()
+        sitl = start_sitl("--flavor", flavor, "--link", link, *extra, cold_boot=True)
         try:
             host, port = sitl.agent_url.split("://", 1)[1].rsplit(":", 1)
             if flavor == "px4":

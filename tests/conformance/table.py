@@ -199,7 +199,8 @@ def render(results: dict[str, Any]) -> str:
         START,
         "",
         "Written by `tests/conformance/` (`python -m pytest tests/conformance`, ~5 min); measured values in `docs/conformance.json`, "
-        "re-render with `python -m tests.conformance.table`. The emulator runs with `--real-timing`. "
+        "re-render with `python -m tests.conformance.table`. The emulator runs as it starts by default "
+        "(the real firmware's cold boot, not `--fast-boot`), PX4 with COM_RC_IN_MODE 1 as SIH's airframe sets it. "
         "Each row compares an emulator flavour with its own firmware only.",
         "",
         "| rule | emulator | PX4 | ArduCopter | verdict |",

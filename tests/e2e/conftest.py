@@ -38,10 +38,13 @@ class Sitl:
         return self.proc.stdout.read() if self.proc.stdout else ""
 
 
-def start_sitl(*args: str, timeout_s: float = 20.0) -> Sitl:
-    """Start ``edge-agent sitl ARGS`` and wait for its 'ready: connect to URL' line."""
+def start_sitl(*args: str, timeout_s: float = 20.0, cold_boot: bool = False) -> Sitl:
+    """Start ``edge-agent sitl ARGS`` and wait for its 'ready: connect to URL' line.
+
+    With ``--fast-boot`` (ready to arm after 1-2 s) unless ``cold_boot``: then the vehicle starts
+    as the real firmware does (PX4 ~5 s, ArduCopter ~42 s before it can arm)."""
     proc = subprocess.Popen(
-        edge_agent("sitl", *args),
+        edge_agent("sitl", *(() if cold_boot else ("--fast-boot",)), *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

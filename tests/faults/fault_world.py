@@ -72,7 +72,12 @@ class World:
         self.t0_ns = self.clock.now_ns
         self.sim = Sim(1, rng=np.random.default_rng(seed))
         self.vehicle: MavlinkVehicle = make_vehicle(
-            self.sim, flavor, params=params, signing_key=signing_key, signing_epoch_s=time.time()
+            self.sim,
+            flavor,
+            params=params,
+            fast_boot=True,
+            signing_key=signing_key,
+            signing_epoch_s=time.time(),
         )
         self.kind = link
         self.tmp = tmp

@@ -44,7 +44,7 @@ def start_sitl(out: Path, nice: int, extra: list[str]) -> tuple[subprocess.Popen
     # A file, not a pipe nobody drains: a full pipe would stall the SITL. The child keeps its copy.
     with open(out / "sitl.log", "wb") as log:
         proc = subprocess.Popen(
-            [*NICE(nice), *EDGE_AGENT, "sitl", "--flavor", "px4", "--link", "pty://", *extra],
+            [*NICE(nice), *EDGE_AGENT, "sitl", "--fast-boot", "--flavor", "px4", "--link", "pty://", *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,

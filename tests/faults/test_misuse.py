@@ -247,7 +247,17 @@ def test_case7_ctrl_c_while_waiting_for_the_first_heartbeat_stops_at_once(
 )
 def test_case7_sitl_stopped_by_a_signal_exits_with_the_signal_code(signum: int, code: ExitCode) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "edge_agent.cli", "sitl", "--flavor", "px4", "--link", "udpin://127.0.0.1:0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_agent.cli",
+        "sitl",
+        "--fast-boot",
+        "--flavor",
+        "px4",
+        "--link",
+        "udpin://127.0.0.1:0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None

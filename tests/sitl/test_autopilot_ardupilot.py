@@ -68,6 +68,7 @@ class Client:
 
 def vehicle(*, dt_s: float = 0.004, **kw: object) -> MavlinkVehicle:
     """An ArduPilot vehicle; tests that never leave the ground use a coarser Sim step to save time."""
+    kw.setdefault("fast_boot", True)
     return make_vehicle(Sim(1, rng=np.random.default_rng(3), dt_s=dt_s), "ardupilot", **kw)  # type: ignore[arg-type]
 
 
@@ -148,7 +149,7 @@ def test_setpoints_outside_guided_are_ignored_silently() -> None:
 
 def test_message_interval_is_honoured_exactly_and_can_be_switched_off() -> None:
     c = Client(vehicle(dt_s=GROUND_DT_S))
-    c.run(0.1)
+    c.run(2.0)  # no LOCAL_POSITION_NED before the EKF has its origin (the fast boot's 2 s)
     assert c.command(AP.MAV_CMD_SET_MESSAGE_INTERVAL, 32, 50_000).result == AP.MAV_RESULT_ACCEPTED
     t0 = c.t
     c.run(10.0)
@@ -158,7 +159,33 @@ def test_message_interval_is_honoured_exactly_and_can_be_switched_off() -> None:
     t1 = c.t
     c.run(1.0)
     assert c.of("LOCAL_POSITION_NED", since_s=t1 + DT_S) == []
-    assert c.command(AP.MAV_CMD_SET_MESSAGE_INTERVAL, 999, 50_000).result == AP.MAV_RESULT_FAILED
+    # an id ArduCopter has no ap_message for: DENIED with a text (real ArduCopter SITL)
+    assert c.command(AP.MAV_CMD_SET_MESSAGE_INTERVAL, 999, 50_000).result == AP.MAV_RESULT_DENIED
+    assert c.of("STATUSTEXT")[-1][1].text == "No ap_message for mavlink id (999)"
+
+
+def test_a_cold_boot_says_boot_then_names_one_failing_check_per_arm_attempt() -> None:
+    """The default (not --fast-boot) start, as real ArduCopter SITL: BOOT with base_mode 89 for
+    ~2 s, 'System not initialised', then a different pre-arm reason per attempt while the EKF
+    settles; no LOCAL_POSITION_NED until it has an origin (~42 s)."""
+    c = Client(vehicle(dt_s=GROUND_DT_S, fast_boot=False))
+    c.send(c.mav.command_long_encode(1, 1, AP.MAV_CMD_SET_MESSAGE_INTERVAL, 0, 32, 100_000, 0, 0, 0, 0, 0))
+    c.run(0.5)
+    hb = c.of("HEARTBEAT")[-1][1]
+    assert (hb.base_mode, hb.system_status) == (89, AP.MAV_STATE_BOOT)
+    assert c.command(AP.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == AP.MAV_RESULT_FAILED
+    c.run(0.05)
+    assert c.of("STATUSTEXT")[-1][1].text == "Arm: System not initialised"
+    c.run(2.0)
+    hb = c.of("HEARTBEAT")[-1][1]
+    assert (hb.base_mode, hb.system_status) == (81, AP.MAV_STATE_STANDBY)
+    reasons = []
+    for _ in range(4):
+        assert c.command(AP.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == AP.MAV_RESULT_FAILED
+        c.run(1.0)
+        reasons.append(c.of("STATUSTEXT")[-1][1].text)
+    assert len(set(reasons)) == 4 and "Arm: Need Position Estimate" in reasons
+    assert not c.of("LOCAL_POSITION_NED")
 
 
 def test_timesync_requests_every_10_s_and_answers() -> None:

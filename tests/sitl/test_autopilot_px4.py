@@ -77,6 +77,7 @@ class Client:
 
 def px4(seed: int = 0, **kw: object) -> MavlinkVehicle:
     sim = Sim(1, rng=np.random.default_rng(seed), disturbances=kw.pop("disturbances", None))  # type: ignore[arg-type]
+    kw.setdefault("fast_boot", True)
     return make_vehicle(sim, "px4", **kw)  # type: ignore[arg-type]
 
 
@@ -87,8 +88,8 @@ def airborne(**kw: object) -> Client:
     assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_ACCEPTED
     assert c.command(M.MAV_CMD_NAV_TAKEOFF, -1, 0, 0, math.nan, math.nan, math.nan, math.nan).result == 0
     for _ in range(16):  # the climb to 2.5 m takes ~3 s; TAKEOFF then switches to LOITER
-        c.run(0.5)
-        if c.heartbeat().custom_mode == AUTO_LOITER:
+        c.run(0.5)  # (it booted in LOITER too: real PX4 SIH does)
+        if c.heartbeat().custom_mode == AUTO_LOITER and c.v.ap.landed_state == 2:
             break
     assert c.heartbeat().custom_mode == AUTO_LOITER
     return c
@@ -107,10 +108,12 @@ def test_heartbeat_fields_and_default_streams() -> None:
     hbs = c.of("HEARTBEAT")
     assert [round(t) for t, _ in hbs] == [0, 1, 2]
     hb = hbs[-1][1]
-    assert (hb.type, hb.autopilot, hb.custom_mode, hb.system_status, hb.mavlink_version) == (
+    # real PX4 SIH boots in Hold (AUTO.LOITER), base_mode 29 (custom, auto, guided, stabilize)
+    assert (hb.type, hb.autopilot, hb.custom_mode, hb.base_mode, hb.system_status, hb.mavlink_version) == (
         M.MAV_TYPE_QUADROTOR,
         M.MAV_AUTOPILOT_PX4,
-        POSCTL,
+        AUTO_LOITER,
+        29,
         M.MAV_STATE_STANDBY,
         3,
     )
@@ -217,6 +220,39 @@ def test_setpoint_loss_triggers_the_configured_failsafe_after_com_of_loss_t(acti
         # Position mode without sticks: the vehicle brakes and holds
         c.run(3.0)
         assert np.linalg.norm(c.v.ap.sim.vel_ned_m_s[0]) < 0.2
+
+
+def test_position_failsafe_without_rc_brakes_and_descends_to_a_landing_as_real_sih() -> None:
+    """COM_RC_IN_MODE 1 (SIH's airframe: no RC): Position mode cannot run, so PX4 brakes over a
+    few metres, descends at ~0.6 m/s, lands and disarms, its HEARTBEAT still naming Position."""
+    c = airborne(params={"COM_OBL_RC_ACT": 0, "COM_RC_IN_MODE": 1})
+    enter_offboard(c, (2.0, 0.0, 0.0))
+    c.run(3.0)
+    c.stream = None
+    x0, z0 = float(c.v.ap.sim.pos_ned_m[0, 0]), float(c.v.ap.sim.pos_ned_m[0, 2])
+    c.run(4.0)
+    assert c.heartbeat().custom_mode == POSCTL
+    travel = float(c.v.ap.sim.pos_ned_m[0, 0]) - x0
+    assert 3.0 < travel < 4.8  # 1 s at 2 m/s, then ~2.3 m of braking (real SIH: 2.9-4.2 m in all)
+    assert float(c.v.ap.sim.pos_ned_m[0, 2]) > z0 + 0.5  # descending
+    c.run(10.0)
+    assert not c.v.ap.armed and c.heartbeat().custom_mode == POSCTL
+
+
+def test_a_cold_boot_reports_uninit_first_and_chunks_a_long_refusal_text() -> None:
+    c = Client(px4(fast_boot=False))
+    c.run(0.5)
+    assert c.heartbeat().system_status == M.MAV_STATE_UNINIT
+    assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_TEMPORARILY_REJECTED
+    c.run(0.05)
+    chunks = [m for _, m in c.of("STATUSTEXT")]
+    assert len(chunks) == 2 and chunks[0].id == chunks[1].id != 0
+    assert [m.chunk_seq for m in chunks] == [0, 1]
+    assert chunks[0].text + chunks[1].text == "Arming denied: Preflight Fail: No valid position estimate"
+    c.run(2.0)
+    assert c.heartbeat().system_status == M.MAV_STATE_STANDBY
+    c.run(2.6)  # ready ~5 s after boot, as real PX4 SIH after its first HEARTBEAT
+    assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_ACCEPTED
 
 
 def test_message_interval_request_changes_the_measured_rate() -> None:
@@ -332,7 +368,7 @@ def test_reboot_restarts_sequence_clock_and_mode() -> None:
     c.run(1.5)
     hbs = c.of("HEARTBEAT", since_s=t_boot - 0.05)
     assert hbs[0][1].get_seq() == 0
-    assert hbs[-1][1].custom_mode == POSCTL
+    assert hbs[-1][1].custom_mode == AUTO_LOITER
     lpn = c.of("LOCAL_POSITION_NED")[-1][1]
     assert lpn.time_boot_ms < 1600
 

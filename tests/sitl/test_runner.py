@@ -46,7 +46,7 @@ def _read_all(fd: int) -> bytes:
 
 
 def test_lockstep_runner_over_a_real_pty() -> None:
-    vehicle = make_vehicle(Sim(1, rng=np.random.default_rng(0)), "px4")
+    vehicle = make_vehicle(Sim(1, rng=np.random.default_rng(0)), "px4", fast_boot=True)
     link = PtyLink()
     peer = _open_peer(link.device_path)
     mav = mavlink.MAVLink(None, srcSystem=255, srcComponent=191)
@@ -88,7 +88,7 @@ class _FakeClock:
 
 
 def test_realtime_runner_paces_simulation_by_its_clock() -> None:
-    vehicle = make_vehicle(Sim(1, rng=np.random.default_rng(0)), "ardupilot")
+    vehicle = make_vehicle(Sim(1, rng=np.random.default_rng(0)), "ardupilot", fast_boot=True)
     link = PtyLink()
     clock = _FakeClock()
     try:
@@ -113,6 +113,7 @@ def test_realtime_sitl_subprocess_over_pty_answers_a_pymavlink_client() -> None:
             "-m",
             "edge_agent.cli",
             "sitl",
+            "--fast-boot",
             "--flavor",
             "px4",
             "--link",
