@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from firmware_bridge.frames import yaw_from_quat
 from firmware_bridge.types import LandedState
+from sitl.autopilot_nav import Navigation
 from sitl.autopilot_rules import (
     ARDUPILOT_RULES,
     CUSTOM_RULES,
@@ -56,6 +57,8 @@ GRAVITY_M_S2 = 9.80665
 NO_RC_BRAKE_M_S2 = 2.5
 """PX4 in a stick mode without RC: the deceleration of its brake (real SIH braked from 2 m/s
 over 0.9-2.2 m after its 1 s offboard timeout, conformance suite)."""
+PX4_HOLD_BRAKE_M_S2 = 1.5
+"""Deceleration behind PX4 Hold's stop point (real SIH: from 2 m/s, 1.4 m past the timeout)."""
 NO_RC_DESCENT_M_S = 0.6
 """... and its descent afterwards (real SIH 0.5-0.7 m/s)."""
 
@@ -72,7 +75,7 @@ class CommandReply:
     """True when the texts follow the ACK on the wire instead of preceding it."""
 
 
-class Autopilot:
+class Autopilot(Navigation):
     """One emulated flight controller over a batch-1 :class:`Sim`.
 
     Time is the Sim's own (``sim.time_s``); the autopilot's boot time is ``boot_s`` so a
@@ -429,6 +432,11 @@ class Autopilot:
         if mode is Mode.LAND and self.in_air:
             self.landed_state = LandedState.LANDING
         self._hold_here()
+        if mode is Mode.HOLD and self.rules.family == "px4" and self.in_air:
+            # PX4's Hold loiters at the braking stop point ahead, not where it was entered
+            # (navigator calculate_breaking_stop): real SIH went 3.6 m from 2 m/s incl. the 1 s timeout
+            v = np.asarray(self.sim.vel_ned_m_s[0, :2], dtype=np.float64)
+            self._hold_ned_m[:2] += v * float(np.hypot(v[0], v[1])) / (2.0 * PX4_HOLD_BRAKE_M_S2)
 
     def _start_tracker(self) -> None:
         self._shaper.reset(np.asarray(self.sim.vel_ned_m_s[0]))
@@ -566,7 +574,15 @@ class Autopilot:
             self._fence_breached = True
             self.failsafe = "geofence"
             self._say(
-                Severity.CRITICAL, "Geofence breached" if self.rules.family == "px4" else "Fence Breached"
+                Severity.CRITICAL,
+                # real PX4 SIH's text for the horizontal limit; ArduCopter's
+                (
+                    "Geofence: exceeding maximum distance to Home"
+                    if radius > 0 and horiz > radius
+                    else "Geofence breached"
+                )
+                if self.rules.family == "px4"
+                else "Fence Breached",
             )
             if action is not Action.WARN and self.mode not in (Mode.LAND,):
                 self._run_action(action)
@@ -630,14 +646,12 @@ class Autopilot:
         elif self._flew:
             self._hold()
         else:
-            # armed on the ground in a hold mode: idle thrust, stay down
-            self._set(
-                SetpointKind.POSITION,
-                self._hold_ned_m[0],
-                self._hold_ned_m[1],
-                self._hold_ned_m[2] + 1.0,
-                self._hold_yaw_rad,
-            )
+            self._idle_on_ground()
+
+    def _idle_on_ground(self) -> None:
+        """Armed on the ground: idle thrust, stay down."""
+        h = self._hold_ned_m
+        self._set(SetpointKind.POSITION, h[0], h[1], h[2] + 1.0, self._hold_yaw_rad)
 
     def _fly_takeoff(self, now: float) -> None:
         h = self._hold_ned_m
@@ -664,6 +678,11 @@ class Autopilot:
 
     def _fly_external(self, now: float, dt: float) -> None:
         target = self.target
+        if self.rules.family == "ardupilot" and self.landed_state is LandedState.ON_GROUND:
+            # ArduCopter's GUIDED flies no setpoint while landed (land_complete: the motors idle
+            # until NAV_TAKEOFF), as real ArduCopter SITL did in the conformance suite
+            self._idle_on_ground()
+            return
         if target is None or (
             not self.rules.loss_brakes_in_mode
             and now - self.last_target_s > self.param(self.rules.loss_timeout_param)
@@ -706,118 +725,6 @@ class Autopilot:
         v = v0 * (left / speed0) if speed0 > 0 else v0 * 0.0
         down = NO_RC_DESCENT_M_S if left < 0.5 else 0.0
         self._set(SetpointKind.VELOCITY, v[0], v[1], down, 0.0)
-
-    def _fly_land(self, dt: float) -> None:
-        h = self._hold_ned_m
-        speed = self.param(self.rules.land_speed_param) * self.rules.land_speed_scale
-        d = float(self.sim.pos_ned_m[0, 2])
-        # the target runs ahead at the land speed but never more than 1 m below the vehicle,
-        # so touching down does not wind up a huge altitude error
-        self._land_target_d_m = min(self._land_target_d_m + speed * dt, d + 1.0)
-        self._set(SetpointKind.POSITION, h[0], h[1], self._land_target_d_m, self._hold_yaw_rad)
-
-    def _fly_rtl(self, dt: float) -> None:
-        home = self.home_ned_m
-        pos = np.asarray(self.sim.pos_ned_m[0])
-        rtl_d = home[2] - self.param(self.rules.rtl_alt_param) * self.rules.rtl_alt_scale
-        if self._rtl_phase == 0:
-            self._hold_ned_m[2] = min(self._hold_ned_m[2], rtl_d)
-            self._set(
-                SetpointKind.POSITION,
-                self._hold_ned_m[0],
-                self._hold_ned_m[1],
-                self._hold_ned_m[2],
-                self._hold_yaw_rad,
-            )
-            if pos[2] <= self._hold_ned_m[2] + 0.5:
-                self._rtl_phase = 1
-            return
-        if self._rtl_phase == 1:
-            self._set(SetpointKind.POSITION, home[0], home[1], self._hold_ned_m[2], self._hold_yaw_rad)
-            if float(np.hypot(pos[0] - home[0], pos[1] - home[1])) < 1.0:
-                self._rtl_phase = 2
-                self._hold_ned_m = np.array([home[0], home[1], pos[2]])
-                self._land_target_d_m = float(pos[2])
-                self.landed_state = LandedState.LANDING
-            return
-        self._fly_land(dt)
-
-    def _cruise_m_s(self) -> float:
-        return self.param(self.rules.cruise_speed_param) * self.rules.distance_scale
-
-    def _radius_m(self) -> float:
-        return self.param(self.rules.acceptance_radius_param) * self.rules.distance_scale
-
-    def _fly_towards(self, goal_ned_m: F64, speed_m_s: float, dt: float, radius_m: float) -> bool:
-        """Fly a carrot towards ``goal_ned_m`` (NaN: keep that coordinate); True once within reach.
-
-        The carrot moves at the cruise speed horizontally and the climb speed vertically; it waits
-        while the vehicle lags more than ~1.5 s behind it, and it does not move sideways until the
-        vehicle is 1 m up, so a mission started on the ground climbs before it travels (PX4).
-        """
-        pos = np.asarray(self.sim.pos_ned_m[0])
-        goal = np.where(np.isfinite(goal_ned_m), goal_ned_m, self._hold_ned_m)
-        c = self._carrot_ned_m
-        dz = float(np.clip(goal[2] - c[2], -self.rules.climb_speed_m_s * dt, 1.0 * dt))
-        c[2] += dz
-        dxy = goal[:2] - c[:2]
-        dist = float(np.hypot(dxy[0], dxy[1]))
-        lag = float(np.hypot(c[0] - pos[0], c[1] - pos[1]))
-        up_m = float(self.home_ned_m[2] - pos[2])
-        if (
-            dist > 0
-            and lag < max(1.5 * speed_m_s, 2.0)
-            and (up_m > 1.0 or goal[2] > self.home_ned_m[2] - 1.0)
-        ):
-            c[:2] += dxy * min(1.0, speed_m_s * dt / dist)
-        self._set(SetpointKind.POSITION, c[0], c[1], c[2], self._hold_yaw_rad)
-        self._hold_ned_m = np.array(c)
-        horiz = float(np.hypot(goal[0] - pos[0], goal[1] - pos[1]))
-        return horiz <= max(radius_m, 0.3) and abs(float(goal[2] - pos[2])) <= 0.8
-
-    def _fly_mission(self, now: float, dt: float) -> None:
-        plan = self.plan
-        item = plan.item
-        while item is not None and item.kind in (NavKind.SPEED, NavKind.SKIP, NavKind.HOME):
-            if item.kind is NavKind.SPEED and item.speed_m_s > 0:
-                plan.speed_m_s = item.speed_m_s
-            plan.advance()
-            item = plan.item
-        if item is None:
-            if self.rules.family == "px4" and self.in_air:
-                self._enter(Mode.HOLD)  # PX4 loiters in AUTO.LOITER after the last item
-            elif self.in_air:
-                self._hold()
-            else:  # landed by the mission: stay down until the land detector disarms
-                pos = self.sim.pos_ned_m[0]
-                self._set(SetpointKind.POSITION, pos[0], pos[1], pos[2] + 1.0, self._hold_yaw_rad)
-            return
-        speed = plan.speed_m_s if plan.speed_m_s > 0 else self._cruise_m_s()
-        radius = item.radius_m if item.radius_m > 0 else self._radius_m()
-        if item.kind in (NavKind.WAYPOINT, NavKind.TAKEOFF):
-            goal = np.array(item.pos_ned_m, dtype=np.float64)
-            if item.kind is NavKind.TAKEOFF:
-                goal[:2] = np.nan  # a takeoff climbs where the vehicle stands
-            if self._fly_towards(goal, speed, dt, radius):
-                plan.arrive(now)
-                if now - plan.arrived_s >= item.hold_s - 1e-9:
-                    plan.advance()
-            return
-        if item.kind is NavKind.LAND:
-            if not self._mission_landing:
-                goal = np.array([item.pos_ned_m[0], item.pos_ned_m[1], math.nan])
-                goal[2] = self._carrot_ned_m[2]
-                if self._fly_towards(goal, speed, dt, radius):
-                    self._mission_landing = True
-                    self._land_target_d_m = float(self.sim.pos_ned_m[0, 2])
-                return
-            self._fly_land(dt)
-        else:  # RTL: climb, fly home, land, all inside the mission
-            self._fly_rtl(dt)
-            self._mission_landing = self._rtl_phase == 2
-        if self._flew and self.landed_state is LandedState.ON_GROUND:
-            plan.arrive(now)
-            plan.advance()
 
     # ------------------------------------------------------------------ reporting
     def system_status(self) -> int:

@@ -268,6 +268,7 @@ PX4_RULES = Rules(
     disarm_preflight_param="COM_DISARM_PRFLT",
     arm_not_ready_result=MavResult.TEMPORARILY_REJECTED,
     arm_not_ready_texts=("Arming denied: Preflight Fail: No valid position estimate",),
+    arm_boot_texts=("Arming denied: Resolve system health failures first",),  # real SIH at 0.5 s
     arm_texts_after_ack=False,
     arm_text="Armed by external command",
     disarm_text="Disarmed by external command",
@@ -286,7 +287,7 @@ PX4_RULES = Rules(
     ready_delay_s=5.0,
     fast_ready_delay_s=1.0,
     boot_status=0,
-    boot_status_s=1.5,
+    boot_status_s=2.0,
     no_rc_descends=True,
 )
 """PX4 v1.14-like multicopter behaviour."""
@@ -390,6 +391,7 @@ CUSTOM_RULES = replace(
     ready_delay_s=PX4_RULES.fast_ready_delay_s,  # no real firmware to measure: the short one
     boot_status=3,
     boot_status_s=0.0,
+    arm_boot_texts=(),
     no_rc_descends=False,
 )
 """Custom firmware: PX4-like failsafes and parameters, OFFBOARD without a setpoint pre-stream

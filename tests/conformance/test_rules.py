@@ -7,6 +7,8 @@ The tests run in file order on one target instance: the boot record first, armin
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from typing import Any
 
@@ -361,31 +363,118 @@ def test_offboard_after_one_setpoint(target: Target) -> None:
         disarm(target)
 
 
+def _set_float(target: Target, name: str, value: float) -> None:
+    c = target.client
+    t = c.param_set(name, value, mav.MAV_PARAM_TYPE_REAL32)
+    echo = c.wait_for(lambda r: r.type == "PARAM_VALUE" and r.msg.param_id == name, since=t, timeout_s=3.0)
+    assert echo is not None, f"{name} not echoed"
+
+
+FENCE_RADIUS_M = {"px4": 15.0, "ardupilot": 30.0}  # ArduCopter's FENCE_RADIUS is at least 30 m
+
+
+def test_fence_breach(target: Target) -> None:
+    """The autopilot's own circular geofence (PX4 GF_MAX_HOR_DIST, action Hold; ArduCopter
+    FENCE_ENABLE + FENCE_RADIUS, action RTL): fly out at 3 m/s in OFFBOARD / GUIDED until the
+    firmware reacts; where, with what text and mode, how far past the radius. Flown while the
+    vehicle is still at its boot point: both firmwares centre the fence on home, which they move to
+    where they arm, and the emulator keeps it at its boot point."""
+    c = target.client
+    radius = FENCE_RADIUS_M[target.flavor]
+    if target.flavor == "px4":
+        _set_float(target, "GF_MAX_HOR_DIST", radius)
+        _set_param(target, "GF_ACTION", 2)
+    else:
+        _set_float(target, "FENCE_RADIUS", radius)
+        _set_param(target, "FENCE_ENABLE", 1)
+    _airborne(target)
+    hb = c.heartbeat(since=now())
+    assert hb is not None
+    mode0 = hb.custom_mode
+    t0 = now()
+    c.stream_velocity((3.0, 0.0, 0.0))
+    change = c.wait_for(
+        lambda r: r.type == "HEARTBEAT" and r.msg.get_srcComponent() == 1 and r.msg.custom_mode != mode0,
+        since=t0,
+        timeout_s=25.0,
+    )
+    t_react = change.t if change else now()
+    c.stream_velocity(None)
+    time.sleep(6.0)
+    track = [(r.t, float(math.hypot(r.msg.x, r.msg.y))) for r in c.since(t0, "LOCAL_POSITION_NED")]
+    at_react = min(track, key=lambda x: abs(x[0] - t_react))[1] if track else math.nan
+    texts = list(dict.fromkeys(x for x in c.texts(t0, now()) if "ence" in x))[:2]
+    last = c.heartbeat(since=now(), timeout_s=2.5)
+    if target.flavor == "px4":  # off again for the rules after this one
+        _set_float(target, "GF_MAX_HOR_DIST", 0.0)
+    else:
+        _set_param(target, "FENCE_ENABLE", 0)
+    target.record(
+        "fence.breach",
+        {
+            "texts": texts,
+            "first mode change": mode_name(target.flavor, change.msg.custom_mode)
+            if change
+            else "none in 25 s",
+            "past the radius at the change m": round(at_react - radius, 1),
+            "furthest past the radius m": round(max(d for _, d in track) - radius, 1)
+            if track
+            else "no track",
+            "mode 6 s later": mode_name(target.flavor, last.custom_mode) if last else "no HEARTBEAT",
+        },
+    )
+
+
 # -- (8) the companion falls silent in flight ----------------------------------------------------------
 def _position(c: MavClient, at: float) -> tuple[float, float, float] | None:
     r = c.wait_for(lambda r: r.type == "LOCAL_POSITION_NED", since=at, timeout_s=1.0)
     return None if r is None else (float(r.msg.x), float(r.msg.y), float(r.msg.z))
 
 
-def test_silence_in_flight(target: Target) -> None:
-    """Take off to ~5 m, fly north at 2 m/s for 3 s, stop sending; watch 8 s. Last test: the
-    vehicle is left in the air (the target is torn down after this module)."""
+def _airborne(target: Target, alt_m: float = 5.0) -> None:
+    """Armed and hovering at about ``alt_m`` in OFFBOARD / GUIDED, zero-velocity setpoints flowing
+    (from the ground, or from wherever an earlier rule left the vehicle)."""
     c = target.client
     c.set_message_interval(mav.MAVLINK_MSG_ID_LOCAL_POSITION_NED, 10.0)
+    c.set_message_interval(mav.MAVLINK_MSG_ID_EXTENDED_SYS_STATE, 5.0)
+    hb = c.heartbeat(since=now())
+    pos = _position(c, now())
+    flying = bool(hb and hb.base_mode & mav.MAV_MODE_FLAG_SAFETY_ARMED) and pos is not None and pos[2] < -1.0
     if target.flavor == "px4":
         c.stream_velocity((0.0, 0.0, 0.0))
         time.sleep(1.2)
         guided(target)
-        assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
-        c.stream_velocity((0.0, 0.0, -1.5))
+        if not flying:
+            assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
     else:
         guided(target)
-        assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
-        assert c.command_long(mav.MAV_CMD_NAV_TAKEOFF, 0, 0, 0, 0, 0, 0, 5.0)[0] == mav.MAV_RESULT_ACCEPTED
-    up = c.wait_for(lambda r: r.type == "LOCAL_POSITION_NED" and r.msg.z < -4.0, since=now(), timeout_s=20.0)
-    assert up is not None, "did not climb to 4 m in 20 s"
+        if not flying:
+            # ArduCopter flies no guided velocity while landed: take off first, then stream
+            assert arm(target, tries=60) == mav.MAV_RESULT_ACCEPTED
+            takeoff = c.command_long(mav.MAV_CMD_NAV_TAKEOFF, 0, 0, 0, 0, 0, 0, alt_m)[0]
+            assert takeoff == mav.MAV_RESULT_ACCEPTED
+            up = c.wait_for(
+                lambda r: r.type == "LOCAL_POSITION_NED" and r.msg.z < 1.0 - alt_m,
+                since=now(),
+                timeout_s=25.0,
+            )
+            assert up is not None, f"did not take off to {alt_m - 1:g} m in 25 s"
+        c.stream_velocity((0.0, 0.0, 0.0))
+    pos = _position(c, now())
+    assert pos is not None
+    c.stream_velocity((0.0, 0.0, max(-1.5, min(1.0, 0.8 * (-alt_m - pos[2])))))
+    level = c.wait_for(
+        lambda r: r.type == "LOCAL_POSITION_NED" and abs(r.msg.z + alt_m) < 1.0, since=now(), timeout_s=20.0
+    )
+    assert level is not None, f"did not reach {alt_m} m in 20 s"
     c.stream_velocity((0.0, 0.0, 0.0))
     time.sleep(2.0)
+
+
+def _watch_silence(target: Target, rule: str) -> None:
+    """From a hover at 5 m: 2 m/s north for 3 s, then nothing; watch 8 s."""
+    c = target.client
+    _airborne(target)
     hb = c.heartbeat(since=now())
     assert hb is not None
     mode0 = hb.custom_mode
@@ -411,7 +500,7 @@ def test_silence_in_flight(target: Target) -> None:
     descent = (late[-1][1].z - late[0][1].z) / (late[-1][0] - late[0][0]) if len(late) > 1 else 0.0
     end = track[-1][1]
     target.record(
-        "silence.in_flight",
+        rule,
         {
             "failsafe text after s": round(failsafe[0], 1) if failsafe else "none",
             "mode after 8 s": mode_name(target.flavor, last.custom_mode) if last else "no HEARTBEAT",
@@ -421,5 +510,70 @@ def test_silence_in_flight(target: Target) -> None:
             "travel m": round(((end.x - p0[0]) ** 2 + (end.y - p0[1]) ** 2) ** 0.5, 1),
             "stopped after s": round(stopped, 1) if stopped is not None else "not in 8 s",
             "descent 3-8 s m/s": round(descent, 2),
+        },
+    )
+
+
+def test_silence_in_flight(target: Target) -> None:
+    """Take off to ~5 m, fly north at 2 m/s for 3 s, stop sending; watch 8 s. PX4 with its boot
+    parameters (Position as the loss action, no RC): it brakes, descends, lands and disarms."""
+    _watch_silence(target, "silence.in_flight")
+
+
+def _set_param(target: Target, name: str, value: int) -> None:
+    """An integer parameter, encoded as each firmware expects (PX4 bytewise), confirmed by its echo."""
+    c = target.client
+    if target.flavor == "px4":
+        wire = struct.unpack("<f", struct.pack("<i", value))[0]
+        t = c.param_set(name, wire, mav.MAV_PARAM_TYPE_INT32)
+    else:
+        t = c.param_set(name, float(value), mav.MAV_PARAM_TYPE_INT8)
+    echo = c.wait_for(lambda r: r.type == "PARAM_VALUE" and r.msg.param_id == name, since=t, timeout_s=3.0)
+    assert echo is not None, f"{name} not echoed"
+
+
+def test_silence_in_flight_with_hold(target: Target) -> None:
+    """The same with COM_OBL_RC_ACT 5 (Hold): the setting `edge-agent run` requires on PX4 without
+    RC, so the one the shield's silence model must match."""
+    if target.flavor != "px4":
+        pytest.skip("COM_OBL_RC_ACT is PX4's")
+    _set_param(target, "COM_OBL_RC_ACT", 5)
+    _watch_silence(target, "silence.in_flight_hold")
+
+
+def test_land_and_auto_disarm(target: Target) -> None:
+    """From a hover at 5 m in OFFBOARD / GUIDED: NAV_LAND; the descent, the landed state and the
+    automatic disarm."""
+    c = target.client
+    _airborne(target)
+    t0 = now()
+    result, _ = c.command_long(mav.MAV_CMD_NAV_LAND, 0, 0, 0, math.nan, 0, 0, 0)
+    c.stream_velocity(None)
+    landed = c.wait_for(
+        lambda r: r.type == "EXTENDED_SYS_STATE" and r.msg.landed_state == mav.MAV_LANDED_STATE_ON_GROUND,
+        since=t0,
+        timeout_s=25.0,
+    )
+    disarmed = c.wait_for(
+        lambda r: (
+            r.type == "HEARTBEAT"
+            and r.msg.get_srcComponent() == 1
+            and not r.msg.base_mode & mav.MAV_MODE_FLAG_SAFETY_ARMED
+        ),
+        since=t0,
+        timeout_s=30.0,
+    )
+    track = [(r.t, -float(r.msg.z)) for r in c.since(t0, "LOCAL_POSITION_NED")]
+    band = [(t, z) for t, z in track if 1.0 <= z <= 4.0]
+    rate = (band[0][1] - band[-1][1]) / (band[-1][0] - band[0][0]) if len(band) > 1 else math.nan
+    hb = c.heartbeat(since=t0 + 0.2, timeout_s=2.5)
+    target.record(
+        "land.descent_disarm",
+        {
+            "ack": result_name(result),
+            "mode": mode_name(target.flavor, hb.custom_mode) if hb else "no HEARTBEAT",
+            "descent 4-1 m m/s": round(rate, 2),
+            "landed after s": round(landed.t - t0, 1) if landed else "not in 25 s",
+            "disarmed after landed s": round(disarmed.t - landed.t, 1) if landed and disarmed else "no",
         },
     )

@@ -248,8 +248,13 @@ def test_a_cold_boot_reports_uninit_first_and_chunks_a_long_refusal_text() -> No
     chunks = [m for _, m in c.of("STATUSTEXT")]
     assert len(chunks) == 2 and chunks[0].id == chunks[1].id != 0
     assert [m.chunk_seq for m in chunks] == [0, 1]
-    assert chunks[0].text + chunks[1].text == "Arming denied: Preflight Fail: No valid position estimate"
+    # real PX4 SIH's text this early (51 characters: two chunks)
+    assert chunks[0].text + chunks[1].text == "Arming denied: Resolve system health failures first"
     c.run(2.0)
+    assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_TEMPORARILY_REJECTED
+    c.run(0.05)
+    texts = [m for _, m in c.of("STATUSTEXT")][2:]
+    assert "".join(m.text for m in texts) == "Arming denied: Preflight Fail: No valid position estimate"
     assert c.heartbeat().system_status == M.MAV_STATE_STANDBY
     c.run(2.6)  # ready ~5 s after boot, as real PX4 SIH after its first HEARTBEAT
     assert c.command(M.MAV_CMD_COMPONENT_ARM_DISARM, 1).result == M.MAV_RESULT_ACCEPTED
@@ -298,7 +303,7 @@ def test_geofence_and_battery_failsafes_are_the_last_line() -> None:
     enter_offboard(c, (3.0, 0.0, 0.0))
     c.run(4.0)
     assert c.heartbeat().custom_mode == AUTO_LOITER
-    assert any(m.text == "Geofence breached" for _, m in c.of("STATUSTEXT"))
+    assert any(m.text == "Geofence: exceeding maximum distance to Home" for _, m in c.of("STATUSTEXT"))
     c.run(3.0)
     north = float(c.v.ap.sim.pos_ned_m[0, 0])
     assert 4.0 < north < 8.0  # stopped just past the fence and holds inside-ish, not flying on
