@@ -7,11 +7,15 @@ Per tick, at a fixed rate on a monotonic clock::
 
 Phases: connect (wait for the autopilot's HEARTBEAT and fresh telemetry) → checks that refuse
 before anything is commanded (the mission's autopilot flavour, PX4's offboard-loss action, the
-take-off column against the fence and keep-outs) → activate (PX4: take off, pre-stream,
-OFFBOARD; ArduPilot: GUIDED, arm, take off) → fly → finish. Finishing
-leaves the vehicle safe: on mission completion, SIGINT or SIGTERM the loop commands the
-mission's end action (land, or the autopilot's own hold); when the autopilot or the pilot takes
-control away, the loop stops commanding at once and never takes control back (DESIGN.md).
+take-off column, and the end action's path from the final waypoint, against the fence and
+keep-outs) → activate (PX4: take off, pre-stream, OFFBOARD; ArduPilot: GUIDED, arm, take off) →
+climb (unshielded, so it holds its column and is watched: near the fence or a keep-out, or off
+its column, it is aborted, comes back down and the autopilot lands it; exit CLIMB_ABORTED) → fly
+→ finish. Finishing leaves the vehicle safe: on mission completion, SIGINT or SIGTERM the loop
+commands the end action (land, rtl or hold) once its path is checked against the mission
+(unshielded.choose_end_action; not clear, or not knowable, becomes hold, said everywhere); when
+the autopilot or the pilot takes control away, the loop stops commanding at once and never takes
+control back (DESIGN.md).
 
 The companion HEARTBEAT goes out only while this loop says it is healthy: a stuck or dying loop
 goes silent, so the autopilot's own offboard-loss failsafe takes over.
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_agent import unshielded
 from edge_agent.agent import AgentCore, build_agent
 from edge_agent.bundle import Bundle
 from edge_agent.errors import ActivationError, ConfigError
@@ -50,7 +55,7 @@ from edge_agent.loop_config import LAYER_NAMES, LoopConfig, RunSummary, StopRequ
 from edge_agent.mission import Mission
 from edge_agent.observation import state_arrays
 from edge_agent.policy import PolicyRunner
-from edge_agent.preflight import check_takeoff_alt, failsafe_refusal, takeoff_column_refusal
+from edge_agent.preflight import check_takeoff_alt, failsafe_refusal, flavour_refusal, takeoff_column_refusal
 from edge_agent.shield import Reason
 from edge_agent.timing import LatencyHistogram, set_realtime_priority, set_timer_slack, wait_until
 from edge_agent.vehicle import describe, identity, mismatch
@@ -76,8 +81,6 @@ _WARNING, _NOTICE, _INFO = 4, 5, 6
 _REASON_NAMES = {int(r): r.name for r in Reason}
 """Reason code → name without building an enum member every tick."""
 _STAGE_LAND = int(Stage.LAND)
-_FLAVOUR_AUTOPILOT = {"px4": Autopilot.PX4, "ardupilot": Autopilot.ARDUPILOT}
-_DEMO_MISSION = {"px4": "demo.toml", "ardupilot": "demo_ardupilot.toml"}
 
 
 class Runtime:
@@ -128,6 +131,10 @@ class Runtime:
         self.core: AgentCore | None = None
         self.log: FlightLog | None = None
         self.summary = RunSummary(log_path=str(self.log_path))
+        self._column_ne: tuple[float, float] | None = None
+        """Where the take-off climb starts: the column it holds (check_takeoff_column)."""
+        self._home_ned: tuple[float, float, float] | None = None
+        """Where the autopilot's home is, when the agent arms the vehicle there; None = unknown."""
 
     # -- the outside world -------------------------------------------------------------------
 
@@ -257,18 +264,23 @@ class Runtime:
     def check_flavour(self) -> None:
         """Refuse a mission written for another autopilot than the one whose HEARTBEAT we hear: the
         shield's silence model (what the vehicle does if the agent dies) comes from the flavour."""
-        if self.custom is not None:
-            return
-        want = self.mission.autopilot.flavour
-        got = self.state.autopilot
-        if _FLAVOUR_AUTOPILOT[want] != got:
-            other = {Autopilot.PX4: "px4", Autopilot.ARDUPILOT: "ardupilot"}.get(got, got.name.lower())
-            raise ActivationError(
-                f"the mission is for {want} ([autopilot] flavour = {want!r}) but the vehicle on {self.link.url} "
-                f"is {got.name} (its HEARTBEAT): the shield would assume {want}'s behaviour when the agent "
-                f"falls silent; fly a mission with flavour = {other!r} and that autopilot's silence_hold_s and "
-                f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
-            )
+        why = (
+            None
+            if self.custom is not None
+            else flavour_refusal(self.mission, self.state.autopilot, self.link.url)
+        )
+        if why is not None:
+            raise ActivationError(why)
+
+    def _await_params(self, names: tuple[str, ...]) -> None:
+        """Wait while reads of ``names`` are still being retried (at most ``param_wait_s``)."""
+        assert self.session is not None
+        deadline = self.clock() + int(self.config.param_wait_s * 1e9)
+        while any(self.session.reading(n) for n in names) and self.clock() <= deadline:
+            if self._stop_reason is not None:
+                raise StopRequested(self._stop_reason, self._stop_code)
+            self._poll(self.clock())
+            self.sleep(0.01)
 
     def check_failsafe(self) -> None:
         """Refuse, before anything is commanded, an autopilot whose own reaction to the agent falling
@@ -278,27 +290,39 @@ class Runtime:
         them, as long as the session's bounded retries of each read last."""
         if self.session is None or self.state.autopilot != Autopilot.PX4:
             return
-        deadline = self.clock() + int(self.config.param_wait_s * 1e9)
-        while any(self.session.reading(n) for n in PX4_FAILSAFE_PARAMS + OPTIONAL_PARAMS[Autopilot.PX4]):
-            if self.clock() > deadline:
-                break
-            if self._stop_reason is not None:
-                raise StopRequested(self._stop_reason, self._stop_code)
-            self._poll(self.clock())
-            self.sleep(0.01)
+        self._await_params(PX4_FAILSAFE_PARAMS + OPTIONAL_PARAMS[Autopilot.PX4])
         why = failsafe_refusal(self.state.autopilot.name, self.state.params)
         if why is not None:
             raise ActivationError(f"refusing to take control of the vehicle on {self.link.url}: {why}")
 
     def check_takeoff_column(self) -> None:
         """Refuse a take-off whose unshielded vertical climb would pass too near the fence or a
-        keep-out zone (preflight.takeoff_column_refusal), before anything is commanded."""
-        pos = self.state.pos_ned_m
+        keep-out zone (preflight.takeoff_column_refusal), before anything is commanded. Notes the
+        column the climb holds and, when the agent arms the vehicle, home (set on arming)."""
+        pos, st = self.state.pos_ned_m, self.state
         if pos is None:
             return
+        self._column_ne = (pos.value[0], pos.value[1])
+        if not st.armed or st.landed_state == LandedState.ON_GROUND:
+            self._home_ned = (pos.value[0], pos.value[1], pos.value[2])
         why = takeoff_column_refusal(self.mission, pos.value, self.config.takeoff_alt_m)
         if why is not None:
             raise ActivationError(f"refusing to take off from where the vehicle is: {why}")
+
+    def check_end_action(self) -> None:
+        """Refuse an end action whose path from the mission's final waypoint is never clear
+        (unshielded.end_action_refusal): ``--end rtl`` across a keep-out or above the ceiling."""
+        end, st = self.config.end_action, self.state
+        if self.session is None or end == "hold":
+            return
+        names = unshielded.rtl_param_names(st.autopilot.name) if end == "rtl" else ()
+        for name in names:
+            self.session.request_param(name, optional=True)
+        self._await_params(names)
+        st = self.state  # a new snapshot, with what the wait read
+        why = unshielded.end_action_refusal(self.mission, end, self._home_ned, st.autopilot.name, st.params)
+        if why is not None:
+            raise ActivationError(f"refusing the end action: {why}")
 
     def check_vehicle(self) -> str | None:
         """Report (console, log, ground station) when the bundle's calibration is for another vehicle.
@@ -347,80 +371,85 @@ class Runtime:
         except CommandError as exc:
             raise ActivationError(f"could not take control of the vehicle: {exc}") from exc
 
-    def climb(self) -> None:
-        """Climb straight up to the take-off height if activation left the vehicle lower.
+    def climb(self) -> str | None:
+        """Climb to the take-off height if activation left the vehicle lower; returns why the
+        climb was aborted, or None when it reached the height (or a stop was requested).
 
         PX4 OFFBOARD activation arms on the ground; ArduPilot's adapter already took off. The
         policy and the shield take over only above the mission's altitude floor, where the
         barrier's conditions hold; below it every command would be a floor breach. The climb is
-        not the policy's, so the shield does not filter it: it never commands a climb at or above
-        the mission's ceiling less its altitude margin, slows down as it nears it, and every step
-        is a ``climb`` record (a tick record's fields) so that a flight that never reached the
-        policy still has a log ``edge-agent report`` reads.
+        not the policy's, so the shield does not filter it: it holds its column (a horizontal
+        velocity back to where it started, against the wind), is watched every step
+        (unshielded.ClimbGuard: within a margin of the fence or a keep-out along the rest of the
+        climb, or off its column, aborts it), never commands a climb at or above the mission's
+        ceiling less its altitude margin, slows down as it nears it, and every step is a ``climb``
+        record (a tick record's fields) so that a flight that never reached the policy still has
+        a log ``edge-agent report`` reads.
         """
         assert self.adapter is not None and self.log is not None
         target_down = -self.config.takeoff_alt_m
         top_alt = self.mission.geofence.ceiling_alt_m - self.mission.margins.altitude_m
         speed = min(self.mission.limits.up_m_s, 1.5)
+        ground = self._home_ned[2] if self._home_ned is not None else 0.0
+        guard: unshielded.ClimbGuard | None = None
+        aborted: str | None = None
         start = self.clock()
         while True:
             now = self.clock()
             self._poll(now)
             pos = self.state.pos_ned_m
-            if pos is not None and pos.value[2] <= target_down + 0.3:
-                return
+            if aborted is None and pos is not None and pos.value[2] <= target_down + 0.3:
+                return None
+            if aborted is not None and (
+                self.state.landed_state == LandedState.ON_GROUND or pos is None or pos.value[2] > ground - 0.5
+            ):
+                return aborted  # down (or blind): the autopilot lands it from here
             if self._stop_reason is not None:
-                return  # the first tick finishes the flight with the end action
+                return aborted  # the first tick finishes the flight with the end action
             lost = self.adapter.check_control(self.state, now)
             if lost is not None:
                 raise ActivationError(f"control lost during the climb: {lost.reason} (mode {lost.mode})")
-            if now - start > 30e9:
+            if now - start > 30e9 and aborted is None:
                 raise ActivationError(
                     f"the vehicle did not climb to {self.config.takeoff_alt_m:.1f} m within 30 s; "
                     f"check thrust, the autopilot's mode, and --takeoff-alt"
                 )
+            if now - start > 90e9:
+                return aborted  # 60 s to come back down, or the autopilot's LAND does it
             alt = None if pos is None else -pos.value[2]
             # Never up at or above the ceiling less its margin (slower as it nears it); without a
-            # position nothing tells how far the ceiling is, so hold.
+            # position nothing tells how far the ceiling is, or where the column is, so hold.
             up = 0.0 if alt is None else min(speed, max(0.0, top_alt - alt))
-            setpoint = (0.0, 0.0, -up, 0.0)
-            self.adapter.send(VelocityNedYawRate((0.0, 0.0, -up), 0.0))
-            self._climb_record(now, setpoint, self.clock())
-            if alt is not None and up == 0.0:
-                return  # at the ceiling less its margin: the shielded loop takes over from here
+            vel_sp = (0.0, 0.0, -up)
+            if pos is not None:
+                guard = guard or unshielded.ClimbGuard(
+                    self.mission, self._column_ne or pos.value, target_down, ground
+                )
+                vel = self.state.vel_ned_m_s
+                step = guard.step(pos.value, None if vel is None else vel.value, up)
+                self.summary.climb_max_drift_m = guard.max_drift_m
+                if step.abort is not None and aborted is None:
+                    aborted = step.abort
+                    self._announce_abort(aborted)
+                vel_sp = step.vel_sp_ned_m_s
+            setpoint = (*vel_sp, 0.0)
+            self.adapter.send(VelocityNedYawRate(vel_sp, 0.0))
+            self.log.write(unshielded.climb_record(self.state, now, self._t0_ns, setpoint, self.clock()))
+            if alt is not None and up == 0.0 and aborted is None:
+                return None  # at the ceiling less its margin: the shielded loop takes over from here
             self.sleep(0.02)
 
-    def _climb_record(self, now: int, setpoint: tuple[float, float, float, float], done: int) -> None:
-        """One climb step with a tick record's fields (no policy, no shield, no margin): kind
-        ``climb``, so that the report's figures of the policy's flight leave the take-off out and
-        use it only when the policy never flew. Times on the connect clock (``_t``)."""
+    def _announce_abort(self, why: str) -> None:
+        """Say on the console, in the log and to the ground station that the climb was aborted."""
         assert self.log is not None
-        arrays = state_arrays(self.state, now)
-        nan = float("nan")
-        self.log.write(
-            {
-                "k": "climb",
-                "t_s": (now - self._t0_ns) * 1e-9,
-                "pos_ned_m": arrays.pos_ned_m[0].tolist(),
-                "vel_ned_m_s": arrays.vel_ned_m_s[0].tolist(),
-                "age_s": arrays.signal_age_s[0].tolist(),
-                "raw_action": list(setpoint),
-                "setpoint": list(setpoint),
-                "layer": 0,
-                "reason": 0,
-                "stage": 0,
-                "margin_m": 0.0,
-                "score_m": nan,
-                "miscoverage": nan,
-                "alarm": False,
-                "slack_m": nan,
-                "goal": 0,
-                "infer_us": 0.0,
-                "tick_us": (done - now) * 1e-3,
-                "late_us": 0.0,
-                "mode": self.state.mode,
-            }
+        print(
+            f"edge-agent run: WARNING: take-off climb aborted: {why}; coming back down over the take-off column",
+            file=sys.stderr,
+            flush=True,
         )
+        self.log.event(self._t(), "climb_aborted", reason=why, max_drift_m=self.summary.climb_max_drift_m)
+        self._gcs_text(_WARNING, "edge-agent: climb aborted, descending")
+        self.summary.climb_aborted = why
 
     def _build(self) -> AgentCore:
         deadline = self.config.deadline_frac / self.rate_hz
@@ -460,27 +489,19 @@ class Runtime:
         self.check_flavour()
         self.check_failsafe()
         self.check_takeoff_column()
+        self.check_end_action()
         self._t0_ns = self.clock()
         self.log = FlightLog(self.log_path, self._header(), self.config.log_limits)
         try:
             self.log.event(0.0, "connected", autopilot=self.state.autopilot.name, mode=self.state.mode)
             self.activate()
-            self.climb()
-            self.check_vehicle()
-            self.core = self._build()
-            self.policy.reset()
-            self.log.event(self._t(), "activated", mode=self.state.mode)
-            self._drain_startup_events()
-            self.log.sync()
-            self._gcs_text(_INFO, "edge-agent: in control")
-            if self.config.timer_slack_ns > 0:
-                set_timer_slack(self.config.timer_slack_ns)
-            # Everything built so far lives for the whole flight: collect once now and move it out of
-            # the collector's sight, so that a full collection in flight walks only what the ticks
-            # allocate (~36k start-up objects made one a ~7 ms stall, seven ticks at 1 kHz).
-            gc.collect()
-            gc.freeze()
-            self._fly()
+            aborted = self.climb()
+            if aborted is not None:  # back down: the autopilot touches down and disarms
+                self._finish(
+                    self._t(), f"take-off climb aborted: {aborted}", ExitCode.CLIMB_ABORTED, end_action="land"
+                )
+            else:
+                self._take_over()
         finally:
             gc.unfreeze()  # back to normal for whoever runs next in this process (tests)
             self._set_healthy(False)
@@ -489,6 +510,25 @@ class Runtime:
         if self.summary.log_records_dropped and self.summary.exit_code == ExitCode.OK:
             self.summary.exit_code = ExitCode.LOG_INCOMPLETE  # the flight went well, its record did not
         return self.summary
+
+    def _take_over(self) -> None:
+        """Hand the vehicle to the policy behind the shield and fly until the flight ends."""
+        assert self.log is not None
+        self.check_vehicle()
+        self.core = self._build()
+        self.policy.reset()
+        self.log.event(self._t(), "activated", mode=self.state.mode)
+        self._drain_startup_events()
+        self.log.sync()
+        self._gcs_text(_INFO, "edge-agent: in control")
+        if self.config.timer_slack_ns > 0:
+            set_timer_slack(self.config.timer_slack_ns)
+        # Everything built so far lives for the whole flight: collect once now and move it out of
+        # the collector's sight, so that a full collection in flight walks only what the ticks
+        # allocate (~36k start-up objects made one a ~7 ms stall, seven ticks at 1 kHz).
+        gc.collect()
+        gc.freeze()
+        self._fly()
 
     # -- flying ---------------------------------------------------------------------------------
 
@@ -686,8 +726,20 @@ class Runtime:
         )
         self.session.send_named_value_float("EA_INTERV", float(sum(s.interventions.values())))
 
-    def _finish(self, t: float, reason: str, code: ExitCode, *, command_end: bool = True) -> None:
-        """End the flight leaving the vehicle safe; never re-enter the external mode afterwards."""
+    def _finish(
+        self,
+        t: float,
+        reason: str,
+        code: ExitCode,
+        *,
+        command_end: bool = True,
+        end_action: str | None = None,
+    ) -> None:
+        """End the flight leaving the vehicle safe; never re-enter the external mode afterwards.
+
+        The end action (``end_action``, else the configured one after its path is checked against
+        the mission: unshielded.choose_end_action) is the autopilot's, unshielded: a path that is
+        not clear becomes Hold, said on the console, in the log and to the ground station."""
         assert self.log is not None
         self.summary.end_reason = reason
         self.summary.exit_code = code
@@ -697,7 +749,7 @@ class Runtime:
             hold = VelocityNedYawRate((0.0, 0.0, 0.0), 0.0)
             assert self.adapter is not None
             if self.session is not None:
-                end = self.config.end_action
+                end = end_action or self._checked_end_action(t)
                 handle = (
                     self.session.land()
                     if end == "land"
@@ -710,13 +762,28 @@ class Runtime:
                     self.adapter.send(hold)
                     self._poll(self.clock())
                     self.sleep(0.02)
-                self.log.event(
-                    self._t(), "end_command", action=self.config.end_action, accepted=handle.accepted
-                )
+                self.summary.end_action = end
+                self.log.event(self._t(), "end_command", action=end, accepted=handle.accepted)
             else:
                 self.adapter.send(hold)
         self._gcs_text(_NOTICE, f"edge-agent: finished ({reason})")
         self.log.sync()
+
+    def _checked_end_action(self, t: float) -> str:
+        """The configured end action if its path is clear from where the vehicle is, else Hold."""
+        assert self.log is not None
+        st, asked = self.state, self.config.end_action
+        pos = None if st.pos_ned_m is None else st.pos_ned_m.value
+        end = unshielded.choose_end_action(
+            self.mission, asked, pos, self._home_ned, st.autopilot.name, st.params
+        )
+        if end.refused is not None:
+            self.summary.end_action_refused = end.refused
+            text = f"not commanding --end {asked}: {end.refused}; holding instead"
+            print(f"edge-agent run: WARNING: {text}", file=sys.stderr, flush=True)
+            self.log.event(t, "end_action_refused", action=asked, instead=end.action, reason=end.refused)
+            self._gcs_text(_WARNING, f"edge-agent: {asked} path not clear, holding")
+        return end.action
 
 
 def _mission_record(m: Mission) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class RunSummary:
     longest_hold_s: float = 0.0
     log_records_dropped: int = 0
     """Flight-log records lost to a full or failing disk."""
+    climb_max_drift_m: float = 0.0
+    """Largest horizontal distance from the take-off column during the climb."""
+    climb_aborted: str | None = None
+    """Why the take-off climb was aborted (exit CLIMB_ABORTED), or None."""
+    end_action: str = ""
+    """The end action commanded ("land", "rtl", "hold"); "" when none was (control lost, fallback landed)."""
+    end_action_refused: str | None = None
+    """Why the configured end action's path was not clear, so Hold was commanded instead; or None."""
     exit_code: ExitCode = ExitCode.OK
     """What the end of the flight means as a process status (firmware_bridge.exitcodes)."""
 

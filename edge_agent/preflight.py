@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from edge_agent.errors import ConfigError
-from edge_agent.mission import KeepoutBox, KeepoutCylinder, Mission
+from edge_agent.mission import Mission
+from edge_agent.unshielded import column, path_conflict
+from firmware_bridge.types import Autopilot
 
 MIN_STREAM_RATE_HZ = 2.0
 """PX4 leaves (or refuses) OFFBOARD when the setpoint stream is not faster than 2 Hz (REFERENCE.md)."""
@@ -120,11 +120,24 @@ def failsafe_refusal(autopilot: str, params: dict[str, float]) -> str | None:
     )
 
 
-def _describe_zone(zone: KeepoutCylinder | KeepoutBox) -> str:
-    if isinstance(zone, KeepoutCylinder):
-        n, e = zone.center_ne_m
-        return f"the keep-out cylinder at N {n:g} E {e:g} (radius {zone.radius_m:g} m)"
-    return f"the keep-out box N {zone.north_min_m:g}..{zone.north_max_m:g} E {zone.east_min_m:g}..{zone.east_max_m:g}"
+_FLAVOUR_AUTOPILOT = {"px4": "PX4", "ardupilot": "ARDUPILOT"}
+_DEMO_MISSION = {"px4": "demo.toml", "ardupilot": "demo_ardupilot.toml"}
+
+
+def flavour_refusal(mission: Mission, autopilot: Autopilot, url: str) -> str | None:
+    """Why a mission for one autopilot must not be flown on the ``autopilot`` whose HEARTBEAT is
+    heard on ``url`` (the shield's silence model comes from the flavour), with the fix; None when
+    they agree."""
+    want = mission.autopilot.flavour
+    if _FLAVOUR_AUTOPILOT[want] == autopilot.name:
+        return None
+    other = {"PX4": "px4", "ARDUPILOT": "ardupilot"}.get(autopilot.name, autopilot.name.lower())
+    return (
+        f"the mission is for {want} ([autopilot] flavour = {want!r}) but the vehicle on {url} "
+        f"is {autopilot.name} (its HEARTBEAT): the shield would assume {want}'s behaviour when the agent "
+        f"falls silent; fly a mission with flavour = {other!r} and that autopilot's silence_hold_s and "
+        f"brake_decel_m_s2 (e.g. examples/missions/{_DEMO_MISSION.get(other, 'demo.toml')})"
+    )
 
 
 def takeoff_column_refusal(
@@ -132,39 +145,23 @@ def takeoff_column_refusal(
 ) -> str | None:
     """Why the vertical climb from ``pos_ned_m`` to ``takeoff_alt_m`` is not safe to fly, or None.
 
-    The take-off climb is straight up and not the policy's: the shield takes over above the
-    mission's floor. So the column the climb passes through must keep the mission's margins from
-    the fence and from every keep-out zone (a vehicle parked under the mast's overhang, or beside
-    the fence, would climb into it unfiltered)."""
+    The take-off climb is not the policy's: the shield takes over above the mission's floor. So
+    the column the climb passes through must keep the mission's margins from the fence and from
+    every keep-out zone (a vehicle parked under the mast's overhang, or beside the fence, would
+    climb into it unfiltered). The climb holds that column and is watched while it flies
+    (edge_agent.unshielded.ClimbGuard)."""
     north, east, down = pos_ned_m
     top_down = -takeoff_alt_m
     if down <= top_down:
         return None  # already at or above the take-off height: no climb
-    col = np.column_stack(
-        (
-            np.full(64, north),
-            np.full(64, east),
-            np.linspace(down, top_down, 64),
-        )
+    m = mission.margins
+    hit = path_conflict(
+        mission, column(north, east, top_down, down), fence_m=m.fence_m, keepout_m=m.keepout_m
     )
-    g, m = mission.geometry, mission.margins
+    if hit is None:
+        return None
     where = (
         f"the vehicle stands at N {north:.1f} E {east:.1f} m and climbs straight up to {takeoff_alt_m:g} m"
     )
-    fence = float(g.fence_distance(col)[0].min())
-    if fence <= m.fence_m:
-        side = f"{fence:.1f} m inside the fence" if fence > 0 else f"{-fence:.1f} m outside the fence"
-        return (
-            f"{where}, {side}, closer than the mission's fence margin ({m.fence_m:g} m); the climb is "
-            f"not shielded: move the vehicle inside the fence before flying"
-        )
-    if g.n_zones:
-        per_zone = g.keepout_distance(col)[0].min(axis=0)
-        z = int(np.argmin(per_zone))
-        if per_zone[z] <= m.keepout_m:
-            gap = f"{per_zone[z]:.1f} m from" if per_zone[z] > 0 else "inside"
-            return (
-                f"{where}, passing {gap} {_describe_zone(g.zones[z])}, closer than the mission's keep-out "
-                f"margin ({m.keepout_m:g} m); the climb is not shielded: move the vehicle clear of it before flying"
-            )
-    return None
+    fix = "move the vehicle inside the fence" if hit.kind == "fence" else "move the vehicle clear of it"
+    return f"{where}, {hit.describe()}; the climb is not shielded: {fix} before flying"

@@ -30,7 +30,10 @@ EPILOG = """examples:
   edge-agent run --bundle out/bundle --mission m.toml --link serial:///dev/pts/7 --log flight.eal
 
 The vehicle is left landing (or holding, with --end hold) when the mission completes or on
-SIGINT/SIGTERM. If the autopilot or the pilot switches mode away from OFFBOARD/GUIDED, the agent
+SIGINT/SIGTERM. The end action's path is checked against the mission first (land: straight down;
+rtl: the climb to the return altitude, the line home, the descent there): one not clear becomes
+hold, said on the console; one never clear from the final waypoint is refused at start-up. The
+take-off climb holds its column and is aborted (exit 7) near the fence or a keep-out. If the autopilot or the pilot switches mode away from OFFBOARD/GUIDED, the agent
 stops commanding and never takes control back.
 
 A lost link (cable out, TCP reset) is reopened with backoff while the agent holds; the flight
@@ -51,6 +54,7 @@ EPILOG += epilog_table(
         ExitCode.TIME_LIMIT,
         ExitCode.FALLBACK_LANDED,
         ExitCode.LOG_INCOMPLETE,
+        ExitCode.CLIMB_ABORTED,
         ExitCode.SIGINT,
         ExitCode.SIGTERM,
     )

@@ -4,8 +4,8 @@ It lives in ``firmware_bridge`` because that is the one package every command ma
 (``sitl`` may import nothing else of ours, DESIGN.md); nothing in the bridge uses it.
 A script flying the agent reads the status to know what happened without parsing text: 0 is a
 mission complete (or a command that did what it was asked), every other outcome has its own code.
-A flight has one end (control lost, fallback landing, signal, time limit or mission complete);
-a log that lost records turns only a mission complete into :attr:`ExitCode.LOG_INCOMPLETE`
+A flight has one end (control lost, fallback landing, climb aborted, signal, time limit or mission
+complete); a log that lost records turns only a mission complete into :attr:`ExitCode.LOG_INCOMPLETE`
 (a full disk during a fallback landing is still 5: the vehicle's fate matters more).
 """
 
@@ -32,6 +32,9 @@ class ExitCode(IntEnum):
     """run: the shield's fallback landed the vehicle before the mission completed."""
     LOG_INCOMPLETE = 6
     """run: the flight log lost records (disk full or failing): the record of the flight is not whole."""
+    CLIMB_ABORTED = 7
+    """run: the take-off climb was aborted before the policy flew (it came within a margin of the fence
+    or a keep-out, or drifted off its column); the autopilot was told to land there (or to hold)."""
     SIGINT = 128 + signal.SIGINT
     """Stopped by Ctrl-C / SIGINT (130); run commanded the end action first when it was flying."""
     SIGTERM = 128 + signal.SIGTERM
@@ -51,6 +54,7 @@ FLIGHT_OUTCOMES: frozenset[int] = frozenset(
         ExitCode.TIME_LIMIT,
         ExitCode.FALLBACK_LANDED,
         ExitCode.LOG_INCOMPLETE,
+        ExitCode.CLIMB_ABORTED,
     )
 )
 """``run`` statuses of a flight that took place and printed its summary: a tool that stops its
@@ -72,6 +76,7 @@ _DOCS: dict[ExitCode, str] = {
     ExitCode.TIME_LIMIT: "--max-duration ran out before the mission completed",
     ExitCode.FALLBACK_LANDED: "landed by the shield's fallback before the mission completed",
     ExitCode.LOG_INCOMPLETE: "the flight log lost records (disk full or failing)",
+    ExitCode.CLIMB_ABORTED: "take-off climb aborted (near the fence or a keep-out, or off its column)",
     ExitCode.SIGINT: "stopped by Ctrl-C (SIGINT)",
     ExitCode.SIGTERM: "stopped by SIGTERM",
 }

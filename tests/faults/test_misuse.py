@@ -270,3 +270,178 @@ def test_case7_sitl_stopped_by_a_signal_exits_with_the_signal_code(signum: int, 
         proc.kill()
         proc.wait()
     assert rc == code, proc.stderr.read() if proc.stderr else ""
+
+
+# -- issue 18: every phase that moves the vehicle is watched by the shield or refused --------------
+
+MAV_CMD_NAV_LAND, MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_DO_SET_MODE = 21, 20, 176
+
+
+def _mission_with(tmp_path: Path, extra: str, margins: str = "") -> Path:
+    """faults.toml with ``extra`` (keep-out zones) and ``margins`` before its [route]."""
+    mission = tmp_path / "m.toml"
+    text = (HERE / "faults.toml").read_text()
+    mission.write_text(text.replace("[route]", margins + extra + "\n[route]", 1))
+    return mission
+
+
+def _climb_track(log: Path) -> np.ndarray:
+    return np.array([r["pos_ned_m"] for r in read_log(log) if r["k"] == "climb"])
+
+
+def test_case1_family_the_takeoff_climb_holds_its_column_against_the_wind(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """An 8 m/s cross wind: the climb used to command zero horizontal velocity and drift with it
+    (3.7 m off its column in a 10 m climb); it now pulls back toward where it took off."""
+    world = World(tmp_path)
+    world.sim.set_params(wind_ned_m_s=(0.0, 8.0, 0.0))
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=10.0, max_duration_s=0.5)
+    try:
+        summary = runtime.run()
+    finally:
+        link.close()
+        world.close()
+    track = _climb_track(tmp_path / "f.eal")
+    drift = np.hypot(track[:, 0] - track[0, 0], track[:, 1] - track[0, 1])
+    assert -track[-1, 2] > 9.0  # it did climb
+    assert drift.max() < 1.2, drift.max()  # before the fix: 3.7 m
+    assert summary.climb_aborted is None and summary.exit_code == ExitCode.TIME_LIMIT
+    assert abs(summary.climb_max_drift_m - drift.max()) < 0.05
+
+
+def test_case1_family_a_climb_blown_toward_an_overhang_is_aborted_and_comes_back_down(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """An 8 m/s wind toward a jib hanging 1.5 m east of the take-off column from 4 to 10 m up (the
+    column keeps the 1 m margin, so the take-off is allowed): the climb used to drift 3.7 m with
+    the wind, up into it. Now, as soon as the rest of the climb from where the vehicle is (or
+    would stop) comes within the margin, it is aborted: back down over the column, the autopilot
+    lands it, the run ends with its own exit status, and the console, the log and the ground
+    station say why."""
+    mission = _mission_with(
+        tmp_path,
+        '[[keepout]]\nkind = "box"\nnorth_min_m = -5.0\nnorth_max_m = 5.0\neast_min_m = 1.5\neast_max_m = 8.0\n'
+        "alt_min_m = 4.0\nalt_max_m = 10.0\n",
+    )
+    world = World(tmp_path)
+    world.sim.set_params(wind_ned_m_s=(0.0, 8.0, 0.0))
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=10.0)
+    track: list[np.ndarray] = []
+    world.when(lambda: bool(track.append(np.array(world.sim.pos_ned_m[0]))), lambda: None)  # true positions
+    try:
+        summary = runtime.run()  # a summary, never a traceback
+        world.sleep(15.0)  # what the autopilot does after the agent let go
+    finally:
+        link.close()
+        world.close()
+    assert summary.exit_code == ExitCode.CLIMB_ABORTED == 7, summary
+    assert summary.climb_aborted is not None and "the keep-out box N -5..5 E 1.5..8" in summary.climb_aborted
+    assert summary.end_reason.startswith("take-off climb aborted: the climb at N ")
+    assert (
+        runtime.core is None and summary.ticks == 0 and summary.end_action == "land"
+    )  # the policy never flew
+    assert [c for c in world.sent.commands if c[1] == MAV_CMD_NAV_LAND], world.sent.commands
+    assert any("climb aborted, descending" in text for _, _, text in world.sent.statustext)
+    aborted = [r for r in read_log(tmp_path / "f.eal") if r["k"] == "event" and r["name"] == "climb_aborted"]
+    assert aborted and "keep-out box" in aborted[0]["reason"], aborted
+    true = np.array(track)
+    zone = load_mission(mission).geometry.keepout_distance(true)[0][:, 0]
+    assert zone.min() > 0.0, zone.min()  # never inside the jib (before the fix: climbed into it)
+    assert -true[:, 2].max() < 4.0  # never up to its floor
+    assert -world.sim.pos_ned_m[0, 2] < 0.1 and not world.vehicle.ap.armed  # landed and disarmed
+
+
+def _fly_until(world: World, runtime: Runtime, link: ReconnectingLink, stop_when: object) -> object:
+    world.when(stop_when, lambda: runtime.request_stop("test stop", ExitCode.SIGINT))  # type: ignore[arg-type]
+    try:
+        return runtime.run()
+    finally:
+        link.close()
+        world.close()
+
+
+def test_case7_family_land_over_a_low_keepout_is_not_commanded_the_vehicle_holds_instead(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """Stopped while flying over a low building (a zone up to 3.5 m, the route at 6 m over it):
+    `--end land` used to be commanded as it was, and LAND descends straight down, into it. Now the
+    descent column is checked first; it is not clear, so the autopilot is told to hold, and the
+    console, the log and the ground station say why."""
+    mission = _mission_with(
+        tmp_path,
+        '[[keepout]]\nkind = "box"\nnorth_min_m = 6.0\nnorth_max_m = 12.0\neast_min_m = -4.0\neast_max_m = 4.0\n'
+        "alt_max_m = 3.5\n",
+    )
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
+
+    def over_it() -> bool:
+        pos = runtime.state.pos_ned_m
+        return runtime.core is not None and pos is not None and 8.0 < pos.value[0] < 10.0
+
+    summary = _fly_until(world, runtime, link, over_it)
+    assert summary.exit_code == ExitCode.SIGINT  # type: ignore[attr-defined]
+    assert summary.end_action == "hold", summary  # type: ignore[attr-defined]
+    refused = summary.end_action_refused  # type: ignore[attr-defined]
+    assert refused is not None and "landing straight down from N " in refused
+    assert "inside the keep-out box N 6..12 E -4..4" in refused, refused
+    cmds = [c[1] for c in world.sent.commands]
+    assert MAV_CMD_NAV_LAND not in cmds and MAV_CMD_DO_SET_MODE in cmds, cmds
+    assert any("land path not clear, holding" in text for _, _, text in world.sent.statustext)
+    events = [r for r in read_log(tmp_path / "f.eal") if r["k"] == "event"]
+    assert [e for e in events if e["name"] == "end_action_refused" and e["instead"] == "hold"], events
+    assert [e for e in events if e["name"] == "end_command" and e["action"] == "hold"], events
+
+
+def test_case7_family_rtl_above_the_ceiling_is_refused_before_anything_is_commanded(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """PX4 returns at RTL_RETURN_ALT, 60 m by default: above a 30 m ceiling on every `--end rtl`.
+    It used to be flown; now it is refused at start-up, naming the parameter and the value to set."""
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=6.0)
+    runtime.config = LoopConfig(rate_hz=50.0, takeoff_alt_m=6.0, end_action="rtl")
+    try:
+        with pytest.raises(
+            ActivationError, match=re.escape("refusing the end action: --end rtl from")
+        ) as err:
+            runtime.run()
+    finally:
+        link.close()
+        world.close()
+    assert "the return climbs to 60.0 m (RTL_RETURN_ALT 60 above home at 0.0 m)" in str(err.value)
+    assert "set RTL_RETURN_ALT to at most 29.5 on the autopilot" in str(err.value), err.value
+    assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
+
+
+@pytest.mark.parametrize(("where", "end"), [("north", "rtl"), ("south", "hold")])
+def test_case7_family_rtl_is_commanded_only_when_the_way_home_is_clear(
+    goal_seeker: Path, tmp_path: Path, where: str, end: str
+) -> None:
+    """A zone over the route's south leg, 8-12 m up (the route flies under it at 6 m), and a return
+    altitude of 9 m: from the north the way home is clear and RTL is commanded; from the south the
+    climb to 9 m and the line home pass through the zone, so the autopilot is told to hold."""
+    mission = _mission_with(
+        tmp_path,
+        '[[keepout]]\nkind = "cylinder"\ncenter_ne_m = [-10.0, 0.0]\nradius_m = 2.0\nalt_min_m = 8.0\nalt_max_m = 12.0\n',
+    )
+    world = World(tmp_path, params={"RTL_RETURN_ALT": 9.0})
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
+    runtime.config = LoopConfig(rate_hz=50.0, takeoff_alt_m=6.0, end_action="rtl")
+
+    def there() -> bool:
+        pos = runtime.state.pos_ned_m
+        if runtime.core is None or pos is None:
+            return False
+        return pos.value[0] > 8.0 if where == "north" else pos.value[0] < -14.0
+
+    summary = _fly_until(world, runtime, link, there)
+    assert summary.end_action == end, summary  # type: ignore[attr-defined]
+    cmds = [c[1] for c in world.sent.commands]
+    if end == "rtl":
+        assert MAV_CMD_NAV_RETURN_TO_LAUNCH in cmds and summary.end_action_refused is None  # type: ignore[attr-defined]
+    else:
+        assert MAV_CMD_NAV_RETURN_TO_LAUNCH not in cmds, cmds
+        refused = summary.end_action_refused  # type: ignore[attr-defined]
+        assert "the keep-out cylinder at N -10 E 0 (radius 2 m)" in refused, refused
