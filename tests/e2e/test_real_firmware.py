@@ -167,6 +167,14 @@ def test_each_end_choice_does_what_its_name_says_on_real_firmware(
     result, track, summary, ended = fly(
         kind, bundles / "goal_seeker", tmp_path, "--end", end, max_duration_s=8.0, watch_after_s=6.0
     )
+    if end == "rtl":
+        # The demo missions' way home from their final waypoint is not clear (PX4's 60 m
+        # RTL_RETURN_ALT is over the 30 m ceiling; the straight line home passes the building):
+        # refused at start-up with the fix named, before anything is commanded (issue 18).
+        assert result.returncode == ExitCode.ERROR, (result.returncode, result.stderr[-3000:])
+        assert "--end rtl from the mission's final waypoint" in result.stderr, result.stderr[-3000:]
+        assert not any(armed for _, _, armed in track.modes), "armed although refused"
+        return
     assert result.returncode in (ExitCode.OK, ExitCode.TIME_LIMIT), result.stderr[-3000:]
     after = [(t, mode, armed) for t, mode, armed in track.modes if t > ended]
     assert after and after[-1][1] in modes, (after[-3:], summary)
