@@ -272,11 +272,15 @@ class Runtime:
         if why is not None:
             raise ActivationError(why)
 
-    def _await_params(self, names: tuple[str, ...]) -> None:
-        """Wait while reads of ``names`` are still being retried (at most ``param_wait_s``)."""
-        assert self.session is not None
+    def _await_params(self, names: tuple[str, ...], counts: tuple[int, ...] = ()) -> None:
+        """Wait while reads of ``names`` (and of the mission ``counts``) are still being retried
+        (at most ``param_wait_s``)."""
+        s = self.session
+        assert s is not None
         deadline = self.clock() + int(self.config.param_wait_s * 1e9)
-        while any(self.session.reading(n) for n in names) and self.clock() <= deadline:
+        while self.clock() <= deadline and (
+            any(s.reading(n) for n in names) or any(s.reading_mission_count(t) for t in counts)
+        ):
             if self._stop_reason is not None:
                 raise StopRequested(self._stop_reason, self._stop_code)
             self._poll(self.clock())
@@ -315,12 +319,13 @@ class Runtime:
         end, st = self.config.end_action, self.state
         if self.session is None or end == "hold":
             return
-        names = unshielded.rtl_param_names(st.autopilot.name) if end == "rtl" else ()
+        names, counts = unshielded.end_action_reads(end, st.autopilot.name)
         for name in names:
             self.session.request_param(name, optional=True)
-        self._await_params(names)
-        st = self.state  # a new snapshot, with what the wait read
-        why = unshielded.end_action_refusal(self.mission, end, self._home_ned, st.autopilot.name, st.params)
+        for mission_type in counts:
+            self.session.request_mission_count(mission_type)
+        self._await_params(names, counts)
+        why = unshielded.end_action_refusal(self.mission, end, self.state, self._home_ned)
         if why is not None:
             raise ActivationError(f"refusing the end action: {why}")
 
@@ -772,11 +777,8 @@ class Runtime:
     def _checked_end_action(self, t: float) -> str:
         """The configured end action if its path is clear from where the vehicle is, else Hold."""
         assert self.log is not None
-        st, asked = self.state, self.config.end_action
-        pos = None if st.pos_ned_m is None else st.pos_ned_m.value
-        end = unshielded.choose_end_action(
-            self.mission, asked, pos, self._home_ned, st.autopilot.name, st.params
-        )
+        asked = self.config.end_action
+        end = unshielded.choose_end_action(self.mission, asked, self.state, self._home_ned)
         if end.refused is not None:
             self.summary.end_action_refused = end.refused
             text = f"not commanding --end {asked}: {end.refused}; holding instead"

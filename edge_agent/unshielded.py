@@ -12,8 +12,10 @@ shield uses (:class:`~edge_agent.mission.MissionGeometry`):
   when it has drifted off its column by more than :data:`CLIMB_DRIFT_LIMIT_M`.
 * :func:`choose_end_action` checks the end action's path before it is commanded: LAND descends
   vertically from where the vehicle is; RTL climbs to the return altitude, flies a straight line
-  home and descends there. A path that is not clear, or that cannot be known, becomes Hold (the
-  autopilot's position hold, where the shield's last certified setpoint left the vehicle).
+  home and descends there (only that return is checked: another RTL type, a terrain-relative
+  altitude or any rally point makes it unknowable). A path that is not clear, or that cannot be
+  known, becomes Hold (the autopilot's position hold, where the shield's last certified setpoint
+  left the vehicle).
 * :func:`end_action_refusal` refuses at start-up an end action whose path from the mission's final
   waypoint is never clear (``--end rtl`` with a keep-out between the route's end and home).
 
@@ -58,6 +60,16 @@ PX4 RTL_RETURN_ALT is metres (default 60); ArduCopter RTL_ALT is centimetres (de
 return at the current altitude). Both return at the current altitude when already above it."""
 RTL_CLIMB_MIN = ("RTL_CLIMB_MIN", 0.01)
 """ArduCopter: the least climb before the return (cm), whatever RTL_ALT says."""
+RTL_ROUTE_PARAMS: dict[str, tuple[str, str]] = {
+    "PX4": ("RTL_TYPE", "a mission landing or the mission's own path instead of straight home"),
+    "ARDUPILOT": ("RTL_ALT_TYPE", "its return altitude above the terrain, not above home"),
+}
+"""Per autopilot: the parameter that must be 0 for the return to be the straight one checked here,
+and what it flies otherwise. PX4 RTL_TYPE 0 is home or the nearest rally point, straight; 1–3 go to
+a mission landing or along the mission. ArduCopter RTL_ALT_TYPE 1 holds RTL_ALT above terrain."""
+MISSION_TYPE_RALLY = 2
+"""MAV_MISSION_TYPE_RALLY: the autopilot's rally points, read with the mission protocol's count.
+Both firmwares return to the nearest rally point (or home) when they have any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,11 +286,20 @@ def rtl_return_alt_m(autopilot: str, params: Mapping[str, float]) -> float | Non
     return float(params[name]) * unit
 
 
-def rtl_param_names(autopilot: str) -> tuple[str, ...]:
-    """The parameters the RTL path depends on, for the autopilot (read before the check)."""
+def end_action_reads(end_action: str, autopilot: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """What the end action's path depends on, read from the autopilot before it is checked: the
+    parameters, and the mission types whose item counts matter (MAV_MISSION_TYPE)."""
+    if end_action != "rtl":
+        return (), ()
+    rally = (MISSION_TYPE_RALLY,)
     if autopilot == "ARDUPILOT":
-        return (RTL_PARAMS["ARDUPILOT"][0], RTL_CLIMB_MIN[0])
-    return (RTL_PARAMS["PX4"][0],) if autopilot == "PX4" else ()
+        return (RTL_PARAMS["ARDUPILOT"][0], RTL_CLIMB_MIN[0], RTL_ROUTE_PARAMS["ARDUPILOT"][0]), rally
+    return ((RTL_PARAMS["PX4"][0], RTL_ROUTE_PARAMS["PX4"][0]) if autopilot == "PX4" else ()), rally
+
+
+def rally_points(state: VehicleState) -> int | None:
+    """How many rally points the autopilot said it has (None: it did not say)."""
+    return state.mission_counts.get(MISSION_TYPE_RALLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,11 +335,14 @@ def rtl_problem(
     home_ned_m: tuple[float, float, float] | None,
     autopilot: str,
     params: Mapping[str, float],
+    rally_points: int | None,
 ) -> str | None:
     """Why the autopilot's return to launch from ``pos_ned_m`` is not clear or cannot be known, or
     None: the climb to the return altitude, the straight line home at every altitude up to it, and
-    the descent at home, against the fence, the keep-outs and the mission's ceiling."""
-    found = _rtl_check(mission, pos_ned_m, home_ned_m, autopilot, params)
+    the descent at home, against the fence, the keep-outs and the mission's ceiling. Only a return
+    straight home is checked: another route (:data:`RTL_ROUTE_PARAMS` not 0) or any rally point
+    (``rally_points``, None when the autopilot did not say) cannot be known, so it is a problem."""
+    found = _rtl_check(mission, pos_ned_m, home_ned_m, autopilot, params, rally_points)
     return None if found is None else found[0]
 
 
@@ -328,6 +352,7 @@ def _rtl_check(
     home_ned_m: tuple[float, float, float] | None,
     autopilot: str,
     params: Mapping[str, float],
+    rally_points: int | None,
 ) -> tuple[str, str] | None:
     """(why, fix) of :func:`rtl_problem`."""
     other = "pass --end land or --end hold"
@@ -341,6 +366,9 @@ def _rtl_check(
     ret = rtl_return_alt_m(autopilot, params)
     if ret is None:
         return f"the autopilot did not report {name}: the altitude of its return cannot be known", other
+    route = _rtl_route_problem(autopilot, params, rally_points, other)
+    if route is not None:
+        return route
     north, east, down = (float(v) for v in pos_ned_m[:3])
     home_alt = 0.0 - home_ned_m[2]  # 0.0 - : never "-0.0 m" in a message
     climb_min = (
@@ -372,38 +400,62 @@ def _rtl_check(
     return None
 
 
+def _rtl_route_problem(
+    autopilot: str, params: Mapping[str, float], rally_points: int | None, other: str
+) -> tuple[str, str] | None:
+    """(why, fix) when the return may not go straight home, or where it goes cannot be known."""
+    if autopilot in RTL_ROUTE_PARAMS:
+        name, instead = RTL_ROUTE_PARAMS[autopilot]
+        if name not in params:
+            return f"the autopilot did not report {name}: the route of its return cannot be known", other
+        if params[name] != 0:
+            return (
+                f"{name} is {params[name]:g}: the return flies {instead}, which the agent does not check",
+                f"set {name} to 0 on the autopilot, or {other}",
+            )
+    if rally_points is None:
+        return (
+            "the autopilot did not say how many rally points it has (MISSION_COUNT of the rally "
+            "list): its return may go to one of them, which the agent does not check",
+            other,
+        )
+    if rally_points > 0:
+        return (
+            f"the autopilot has {rally_points} rally point{'s' * (rally_points != 1)}: its return "
+            "goes to the nearest of them or home, which the agent does not check",
+            f"clear the rally points (QGroundControl's Rally tab, MAVProxy `rally clear`), or {other}",
+        )
+    return None
+
+
 def choose_end_action(
-    mission: Mission,
-    requested: str,
-    pos_ned_m: tuple[float, ...] | None,
-    home_ned_m: tuple[float, float, float] | None,
-    autopilot: str,
-    params: Mapping[str, float],
+    mission: Mission, requested: str, vehicle: VehicleState, home_ned_m: tuple[float, float, float] | None
 ) -> EndChoice:
-    """The end action to command from ``pos_ned_m``: ``requested`` when its path is clear, else
-    Hold (the autopilot holds where the shield's last certified setpoint left the vehicle)."""
+    """The end action to command from where ``vehicle`` is: ``requested`` when its path is clear,
+    else Hold (the autopilot holds where the shield's last certified setpoint left the vehicle).
+    The autopilot's return settings are those ``vehicle`` carries (:func:`end_action_reads`)."""
     if requested == "hold":
         return EndChoice("hold")
+    pos_ned_m = None if vehicle.pos_ned_m is None else vehicle.pos_ned_m.value
     if pos_ned_m is None or not all(math.isfinite(float(v)) for v in pos_ned_m[:3]):
         return EndChoice("hold", f"without a position estimate the {requested} path cannot be checked")
     ground = home_ned_m[2] if home_ned_m is not None else 0.0
     why = (
         land_problem(mission, pos_ned_m, max(ground, 0.0))
         if requested == "land"
-        else rtl_problem(mission, pos_ned_m, home_ned_m, autopilot, params)
+        else rtl_problem(
+            mission, pos_ned_m, home_ned_m, vehicle.autopilot.name, vehicle.params, rally_points(vehicle)
+        )
     )
     return EndChoice(requested) if why is None else EndChoice("hold", why)
 
 
 def end_action_refusal(
-    mission: Mission,
-    requested: str,
-    home_ned_m: tuple[float, float, float] | None,
-    autopilot: str,
-    params: Mapping[str, float],
+    mission: Mission, requested: str, vehicle: VehicleState, home_ned_m: tuple[float, float, float] | None
 ) -> str | None:
     """Why ``requested`` can never be flown as asked at the end of this mission (from its final
-    waypoint, where a completed mission ends), with the fix; None when it can."""
+    waypoint, where a completed mission ends) with the autopilot settings ``vehicle`` carries, with
+    the fix; None when it can."""
     if requested == "hold":
         return None
     last = mission.waypoints_ned_m[-1]
@@ -416,7 +468,9 @@ def end_action_refusal(
             f"--end land at the mission's final waypoint: {why}; the agent would hold there instead of "
             f"landing; pass --end hold, or move the last waypoint of [route] clear of what lies below it"
         )
-    found = _rtl_check(mission, last, home_ned_m, autopilot, params)
+    found = _rtl_check(
+        mission, last, home_ned_m, vehicle.autopilot.name, vehicle.params, rally_points(vehicle)
+    )
     if found is None:
         return None
     why, fix = found
@@ -429,6 +483,8 @@ def end_action_refusal(
 __all__ = [
     "CLIMB_DRIFT_LIMIT_M",
     "CLIMB_HOLD_GAIN_1_S",
+    "MISSION_TYPE_RALLY",
+    "RTL_ROUTE_PARAMS",
     "ClimbGuard",
     "ClimbStep",
     "Conflict",
@@ -438,10 +494,11 @@ __all__ = [
     "column",
     "curtain",
     "describe_zone",
+    "end_action_reads",
     "end_action_refusal",
     "land_problem",
     "path_conflict",
-    "rtl_param_names",
+    "rally_points",
     "rtl_problem",
     "rtl_return_alt_m",
 ]

@@ -214,13 +214,22 @@ class CommandHandle:
 
 
 class _ParamRead:
-    __slots__ = ("attempts", "name", "next_ns", "optional")
+    """One retried read: a parameter (PARAM_REQUEST_READ), or with ``mission_type`` the number of
+    items of that type the autopilot stores (MISSION_REQUEST_LIST → MISSION_COUNT)."""
 
-    def __init__(self, name: str, *, optional: bool = False) -> None:
+    __slots__ = ("attempts", "mission_type", "name", "next_ns", "optional")
+
+    def __init__(self, name: str, *, optional: bool = False, mission_type: int | None = None) -> None:
         self.name = name
         self.optional = optional
+        self.mission_type = mission_type
         self.attempts = 0
         self.next_ns = 0
+
+    def done(self, state: VehicleState) -> bool:
+        if self.mission_type is None:
+            return self.name in state.params
+        return self.mission_type in state.mission_counts
 
 
 def _ms(ns: int) -> int:
@@ -448,6 +457,19 @@ class MavlinkSession:
         """True while a :meth:`request_param` read of ``name`` is still being retried."""
         return name not in self.state.params and any(p.name == name for p in self._param_reads)
 
+    def request_mission_count(self, mission_type: int) -> None:
+        """Ask how many items of ``mission_type`` (MAV_MISSION_TYPE: 0 mission, 1 fence, 2 rally)
+        the autopilot stores (MISSION_REQUEST_LIST, retried as a parameter read is); the answer
+        lands in ``state.mission_counts``. Only the count is read: a download of the items is
+        cancelled (MISSION_ACK OPERATION_CANCELLED) so the autopilot does not wait for it."""
+        name = f"mission count {mission_type}"
+        if not any(p.name == name for p in self._param_reads):
+            self._param_reads.append(_ParamRead(name, optional=True, mission_type=mission_type))
+
+    def reading_mission_count(self, mission_type: int) -> bool:
+        """True while a :meth:`request_mission_count` of ``mission_type`` is still being retried."""
+        return any(p.mission_type == mission_type and not p.done(self.state) for p in self._param_reads)
+
     # -- ground-station messages ----------------------------------------------------------------
 
     def send_statustext(self, severity: int, text: str) -> None:
@@ -636,11 +658,17 @@ class MavlinkSession:
             self._finish(h, now_ns, None, error)
 
     def _service_params(self, now_ns: int) -> None:
-        params = self.state.params
         sysid, compid = self._target()
+        state = self.state
         for p in list(self._param_reads):
-            if p.name in params:
+            if p.done(state):
                 self._param_reads.remove(p)
+                if p.mission_type is not None and p.attempts and state.mission_counts[p.mission_type]:
+                    self.send(
+                        mavlink.MAVLink_mission_ack_message(
+                            sysid, compid, mavlink.MAV_MISSION_OPERATION_CANCELLED, p.mission_type
+                        )
+                    )
             elif now_ns >= p.next_ns:
                 if p.attempts >= self.config.param_attempts:
                     self._param_reads.remove(p)
@@ -651,4 +679,7 @@ class MavlinkSession:
                     continue
                 p.attempts += 1
                 p.next_ns = now_ns + int(self.config.param_retry_s * 1e9)
-                self.send(mavlink.MAVLink_param_request_read_message(sysid, compid, p.name.encode(), -1))
+                if p.mission_type is None:
+                    self.send(mavlink.MAVLink_param_request_read_message(sysid, compid, p.name.encode(), -1))
+                else:
+                    self.send(mavlink.MAVLink_mission_request_list_message(sysid, compid, p.mission_type))

@@ -196,6 +196,7 @@ class TelemetryTracker:
         self.target_compid = target_compid
         self._fields: dict[str, Any] = {}
         self._params: dict[str, float] = {}
+        self._mission_counts: dict[int, int] = {}
         self._snapshot: VehicleState | None = VehicleState()
         self._autopilot: Autopilot = Autopilot.PX4
         self._armed = False
@@ -221,6 +222,7 @@ class TelemetryTracker:
             "EXTENDED_SYS_STATE": self._extended_sys_state,
             "STATUSTEXT": self._statustext,
             "PARAM_VALUE": self._param_value,
+            "MISSION_COUNT": self._mission_count,
             "ESTIMATOR_STATUS": self._estimator_flags,
             "EKF_STATUS_REPORT": self._estimator_flags,
         }
@@ -241,6 +243,7 @@ class TelemetryTracker:
                 mode=self._mode,
                 autopilot=self._autopilot,
                 params=dict(self._params),
+                mission_counts=dict(self._mission_counts),
             )
             self._snapshot = snap
         return snap
@@ -403,6 +406,11 @@ class TelemetryTracker:
             raw = _F32.pack(m.param_value)
             value = float(_I32.unpack(raw)[0] if m.param_type in (2, 4, 6) else _U32.unpack(raw)[0])
         self._params[str(m.param_id)] = value
+        self._snapshot = None
+
+    def _mission_count(self, m: Any, now: int) -> None:
+        # Whoever asked (the agent or a ground station), it is what the autopilot stores.
+        self._mission_counts[int(getattr(m, "mission_type", 0))] = int(m.count)
         self._snapshot = None
 
     # -- for the session ------------------------------------------------------------------------

@@ -70,6 +70,9 @@ class VehicleState:
     autopilot: Autopilot = Autopilot.PX4
     params: dict[str, float] = field(default_factory=dict)
     """Autopilot parameters read at connect (e.g. COM_OF_LOSS_T, GUID_TIMEOUT)."""
+    mission_counts: dict[int, int] = field(default_factory=dict)
+    """Items the autopilot stores, per MAV_MISSION_TYPE (0 mission, 1 fence, 2 rally), from the
+    MISSION_COUNT it sent (MavlinkSession.request_mission_count)."""
     prearm_ok: bool | None = None
     """SYS_STATUS pre-arm check health; None = the autopilot does not report that bit."""
     position_ok: bool | None = None

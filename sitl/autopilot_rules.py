@@ -239,6 +239,7 @@ PX4_RULES = Rules(
         ParamSpec("MIS_TAKEOFF_ALT", 2.5),
         ParamSpec("MPC_LAND_SPEED", 0.7),
         ParamSpec("RTL_RETURN_ALT", 60.0),
+        ParamSpec("RTL_TYPE", 0, ParamType.INT32),  # home or the nearest rally point, straight
         ParamSpec("MAV_SYS_ID", 1, ParamType.INT32),
         ParamSpec("MPC_XY_CRUISE", 5.0),
         ParamSpec("NAV_ACC_RAD", 2.0),
@@ -302,6 +303,8 @@ ARDUPILOT_RULES = Rules(
         ParamSpec("DISARM_DELAY", 10, ParamType.INT8),
         ParamSpec("LAND_SPEED", 50, ParamType.INT16),
         ParamSpec("RTL_ALT", 1500, ParamType.INT32),
+        ParamSpec("RTL_ALT_TYPE", 0, ParamType.INT8),  # RTL_ALT above home (1: above terrain)
+        ParamSpec("RALLY_TOTAL", 0, ParamType.INT8),  # rally points (the rally list's count)
         ParamSpec("FENCE_ENABLE", 0, ParamType.INT8),
         ParamSpec("FENCE_ACTION", 1, ParamType.INT8),
         ParamSpec("FENCE_RADIUS", 300.0),

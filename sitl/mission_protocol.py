@@ -5,7 +5,8 @@ an upload (MISSION_COUNT → MISSION_REQUEST_INT for each seq → MISSION_ITEM_I
 re-requests an item that does not arrive within ``RETRY_S``; a download answers
 MISSION_REQUEST_LIST with MISSION_COUNT and each MISSION_REQUEST(_INT) with the stored item.
 Only the plain mission (MAV_MISSION_TYPE_MISSION) is kept: a fence or rally upload is answered
-MAV_MISSION_UNSUPPORTED, a fence or rally download has no items.
+MAV_MISSION_UNSUPPORTED, a fence or rally download has no items (ArduCopter's rally list counts
+RALLY_TOTAL, as the real one does).
 
 Uploaded items become :class:`~sitl.mission.NavItem` values for the autopilot
 (:meth:`~sitl.autopilot.Autopilot.load_mission`); the raw items are kept for download.
@@ -97,8 +98,9 @@ class MissionProtocol:
         elif kind in ("MISSION_ITEM_INT", "MISSION_ITEM"):
             self._item(msg, kind == "MISSION_ITEM_INT", mission_type, now_s)
         elif kind == "MISSION_REQUEST_LIST":
-            count = len(self.items) if mission_type == M.MAV_MISSION_TYPE_MISSION else 0
-            self._send(self.mav.mission_count_encode(peer[0], peer[1], count, mission_type))
+            self._send(
+                self.mav.mission_count_encode(peer[0], peer[1], self._count_of(mission_type), mission_type)
+            )
         elif kind in ("MISSION_REQUEST_INT", "MISSION_REQUEST"):
             self._download(int(msg.seq), kind == "MISSION_REQUEST_INT", mission_type, peer)
         elif kind == "MISSION_CLEAR_ALL":
@@ -112,6 +114,15 @@ class MissionProtocol:
             else:
                 self._ack(peer, M.MAV_MISSION_INVALID_SEQUENCE, 0)
         # a MISSION_ACK from the client ends a download; nothing is pending on our side then
+
+    def _count_of(self, mission_type: int) -> int:
+        """Items stored of ``mission_type``. Rally points: none are kept, but ArduCopter counts
+        RALLY_TOTAL (real ArduCopter SITL answers the rally list with it, items or not)."""
+        if mission_type == M.MAV_MISSION_TYPE_MISSION:
+            return len(self.items)
+        if mission_type == M.MAV_MISSION_TYPE_RALLY and "RALLY_TOTAL" in self.ap.params:
+            return int(self.ap.params["RALLY_TOTAL"])
+        return 0
 
     def step(self, now_s: float) -> None:
         """Re-request an upload item that is late; give the upload up after MAX_RETRIES."""

@@ -48,6 +48,10 @@ class FakeAutopilot:
     ack_script: dict[int, list[int | None]] = field(default_factory=dict)
     texts_before_ack: dict[int, str] = field(default_factory=dict)
     params: dict[str, float] = field(default_factory=dict)
+    mission_counts: dict[int, int] = field(default_factory=dict)
+    """Items stored per MAV_MISSION_TYPE: what MISSION_REQUEST_LIST is answered (others: silence)."""
+    lists_dropped: int = 0
+    """MISSION_REQUEST_LISTs to leave unanswered before answering (a lossy link)."""
     received: list[Any] = field(default_factory=list)
     on_command: Callable[[Any], None] | None = None
     clock: Callable[[], int] | None = None
@@ -99,6 +103,18 @@ class FakeAutopilot:
             elif t == "PARAM_REQUEST_READ" and m.param_id in self.params:
                 self.send(
                     mavlink.MAVLink_param_value_message(m.param_id.encode(), self.params[m.param_id], 9, 1, 0)
+                )
+            elif t == "MISSION_REQUEST_LIST" and m.mission_type in self.mission_counts:
+                if self.lists_dropped > 0:
+                    self.lists_dropped -= 1
+                    continue
+                self.send(
+                    mavlink.MAVLink_mission_count_message(
+                        m.get_srcSystem(),
+                        m.get_srcComponent(),
+                        self.mission_counts[m.mission_type],
+                        m.mission_type,
+                    )
                 )
         return msgs
 

@@ -79,6 +79,29 @@ def test_connect_requests_intervals_and_failsafe_params(rig) -> None:
     assert [e.kind for e in session.events()] == [SessionEventKind.LINK_UP]
 
 
+def test_mission_counts_are_read_retried_and_a_download_is_cancelled(rig) -> None:
+    """The rally-point count the RTL check needs: MISSION_REQUEST_LIST is retried when unanswered,
+    the count lands in the state, and with items stored the download the autopilot now expects is
+    cancelled (MISSION_ACK OPERATION_CANCELLED), so it does not wait on the agent."""
+    session, ap, clock = rig
+    ap.mission_counts = {mavlink.MAV_MISSION_TYPE_RALLY: 3, mavlink.MAV_MISSION_TYPE_FENCE: 0}
+    ap.lists_dropped = 1
+    pump(session, ap, clock, 0.5)
+    session.request_mission_count(mavlink.MAV_MISSION_TYPE_RALLY)
+    session.request_mission_count(mavlink.MAV_MISSION_TYPE_FENCE)
+    session.request_mission_count(mavlink.MAV_MISSION_TYPE_MISSION)  # never answered
+    assert session.reading_mission_count(mavlink.MAV_MISSION_TYPE_RALLY)
+    pump(session, ap, clock, 5.0)
+    assert session.state.mission_counts == {2: 3, 1: 0}
+    lists = ap.of_type("MISSION_REQUEST_LIST")
+    assert [m.mission_type for m in lists].count(2) == 2  # the first was dropped, then retried
+    assert [m.mission_type for m in lists].count(0) == SessionConfig().param_attempts
+    assert not any(session.reading_mission_count(t) for t in (0, 1, 2))  # answered, or given up
+    acks = [(m.type, m.mission_type) for m in ap.of_type("MISSION_ACK")]
+    assert acks == [(mavlink.MAV_MISSION_OPERATION_CANCELLED, 2)], acks  # nothing to cancel for 0 items
+    assert [e.kind for e in session.events()] == [SessionEventKind.LINK_UP]  # optional: no PARAM_MISSING
+
+
 def test_link_loss_seen_within_3_s_and_traffic_again_within_2_s_of_return(rig) -> None:
     session, ap, clock = rig
     pump(session, ap, clock, 2.0)

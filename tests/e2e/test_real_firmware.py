@@ -72,10 +72,12 @@ def fly(
     watch_after_s: float = 3.0,
     cold: bool = False,
     params: dict[str, float] | None = None,
+    mission: Path | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], Track, dict, float]:
-    """Fly ``bundle`` on the demo mission on real ``kind``; (agent's result, firmware's track,
-    the agent's JSON summary, wall time the agent exited). PX4 boots with ``params`` or else with
-    the offboard-loss action the agent requires without RC, Hold (:data:`PX4_HOLD`)."""
+    """Fly ``bundle`` on ``mission`` (else the demo mission) on real ``kind``; (agent's result,
+    firmware's track, the agent's JSON summary, wall time the agent exited). PX4 boots with
+    ``params`` or else with the offboard-loss action the agent requires without RC, Hold
+    (:data:`PX4_HOLD`)."""
     # ArduCopter boots at 10x (its EKF's ~40 s in ~4 s) and flies at 1x, unless the test is the cold boot.
     fast = 10.0 if kind == "ardupilot" and not cold else None
     if params is None and kind == "px4":
@@ -86,7 +88,7 @@ def fly(
         log = tmp_path / "flight.eal"
         proc = fw.popen(
             edge_agent(
-                "run", "--bundle", str(bundle), "--mission", str(MISSIONS[kind]), "--link", vehicle.link_url,
+                "run", "--bundle", str(bundle), "--mission", str(mission or MISSIONS[kind]), "--link", vehicle.link_url,
                 "--max-duration", str(max_duration_s), "--log", str(log), "--json", *extra,
             ),
             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -191,6 +193,72 @@ def test_each_end_choice_does_what_its_name_says_on_real_firmware(
     else:  # rtl: heading home (the origin), climbing first where the return altitude is higher
         home = np.hypot(pos[:, 0], pos[:, 1])
         assert home[-1] < home[0] - 1.0 or alt[-1] > alt[0] + 1.0, (home[0], home[-1], alt[0], alt[-1])
+
+
+RTL_ALT_12M = {"px4": {**PX4_HOLD, "RTL_RETURN_ALT": 12.0}, "ardupilot": {"RTL_ALT": 1200.0}}
+"""A return altitude under the demo's 30 m ceiling (PX4 SIH boots with 30 m, ArduCopter 15 m)."""
+
+
+def clear_way_home(kind: str, tmp_path: Path) -> Path:
+    """The demo mission with a route whose way home is clear from anywhere along it: out to
+    N -20 E -20 and across to N -20 E 20, south of the mast and the building."""
+    text = MISSIONS[kind].read_text()
+    route = "waypoints_nea_m = [[-20.0, -20.0, 10.0], [20.0, 20.0, 10.0], [20.0, -20.0, 10.0]]"
+    assert route in text
+    out = tmp_path / f"{kind}_clear_home.toml"
+    out.write_text(text.replace(route, "waypoints_nea_m = [[-20.0, -20.0, 10.0], [-20.0, 20.0, 10.0]]"))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["px4", "ardupilot"])
+def test_rtl_with_a_clear_way_home_is_flown_home_on_real_firmware(
+    kind: str, bundles: Path, tmp_path: Path
+) -> None:
+    """The checked return, flown: stopped by the time limit on the way out, the agent reads the
+    return altitude, the return type and the rally count, finds the climb, the line home and the
+    descent clear, and commands RTL; the firmware flies home without entering anything."""
+    need(kind)
+    mission_path = clear_way_home(kind, tmp_path)
+    result, track, summary, ended = fly(
+        kind, bundles / "goal_seeker", tmp_path, "--end", "rtl", max_duration_s=8.0, watch_after_s=20.0,
+        params=RTL_ALT_12M[kind], mission=mission_path,
+    )  # fmt: skip
+    assert result.returncode in (ExitCode.OK, ExitCode.TIME_LIMIT), result.stderr[-3000:]
+    assert summary.get("end_action") == "rtl" and summary.get("end_action_refused") is None, summary
+    rtl = PX4_AUTO_RTL if kind == "px4" else ARDUCOPTER_RTL
+    assert any(mode == rtl for t, mode, _ in track.modes if t > ended), track.modes[-5:]
+    pos = track.positions(since_s=ended)
+    home = np.hypot(pos[:, 0], pos[:, 1])
+    print(
+        f"{kind}: RTL from {home[0]:.1f} m out, {-pos[0, 2]:.1f} m up; {home[-1]:.1f} m from home 20 s later"
+    )
+    assert home[-1] < 2.0, (home[0], home[-1])
+    # the whole flight against the fence, the zones and the ceiling (RTL lands through the floor)
+    verdict = judge(load_mission(mission_path), track, airborne_from_s=np.inf, airborne_until_s=np.inf)
+    assert verdict.fence_m >= 0 and verdict.keepout_m >= 0 and verdict.ceiling_m >= 0, verdict
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "expect"),
+    [
+        ("px4", {"RTL_TYPE": 1.0}, "RTL_TYPE is 1: the return flies a mission landing"),
+        ("ardupilot", {"RALLY_TOTAL": 1.0}, "the autopilot has 1 rally point:"),
+    ],
+)
+def test_rtl_that_may_not_go_straight_home_is_refused_on_real_firmware(
+    kind: str, params: dict[str, float], expect: str, bundles: Path, tmp_path: Path
+) -> None:
+    """The same clear way home, but the firmware would not fly it: PX4 RTL_TYPE 1 heads for a
+    mission landing; ArduCopter with a rally point (RALLY_TOTAL, which its rally list counts) flies
+    to the nearest. Read from the firmware before arming, and refused with the fix named."""
+    need(kind)
+    result, track, _, _ = fly(
+        kind, bundles / "goal_seeker", tmp_path, "--end", "rtl", max_duration_s=8.0, watch_after_s=1.0,
+        params={**RTL_ALT_12M[kind], **params}, mission=clear_way_home(kind, tmp_path),
+    )  # fmt: skip
+    assert result.returncode == ExitCode.ERROR, (result.returncode, result.stderr[-3000:])
+    assert "refusing the end action" in result.stderr and expect in result.stderr, result.stderr[-3000:]
+    assert not any(armed for _, _, armed in track.modes), "armed although refused"
 
 
 def test_no_firmware_process_namespace_or_port_is_left_behind(tmp_path: Path) -> None:

@@ -415,6 +415,48 @@ def test_case7_family_rtl_above_the_ceiling_is_refused_before_anything_is_comman
     assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
 
 
+@pytest.mark.parametrize(
+    ("flavor", "params", "expect"),
+    [
+        (
+            "px4",
+            {"RTL_RETURN_ALT": 9.0, "RTL_TYPE": 1.0},
+            "RTL_TYPE is 1: the return flies a mission landing",
+        ),
+        ("ardupilot", {"RTL_ALT": 900.0, "RALLY_TOTAL": 2.0}, "the autopilot has 2 rally points"),
+        ("ardupilot", {"RTL_ALT": 900.0, "RTL_ALT_TYPE": 1.0}, "RTL_ALT_TYPE is 1: the return flies its"),
+    ],
+)
+def test_case7_family_rtl_that_may_not_go_straight_home_is_refused_at_startup(
+    goal_seeker: Path, tmp_path: Path, flavor: str, params: dict[str, float], expect: str
+) -> None:
+    """The way home from the final waypoint is clear at 9 m, but the autopilot may not fly it: PX4
+    with RTL_TYPE 1 goes to a mission landing, ArduCopter with rally points goes to the nearest,
+    and with RTL_ALT_TYPE 1 holds its altitude over terrain. The check used to read only the return
+    altitude and fly these; now it reads how the autopilot returns and refuses before arming."""
+    mission = tmp_path / "m.toml"
+    text = (HERE / "faults.toml").read_text()
+    if flavor == "ardupilot":  # ArduCopter keeps its last velocity 3 s in silence: a wider fence
+        text = text.replace("45.0", "60.0")
+        text = text.replace(
+            'flavour = "px4"\nsilence_hold_s = 1.0', 'flavour = "ardupilot"\nsilence_hold_s = 3.0'
+        )
+    mission.write_text(text)
+    world = World(tmp_path, flavor=flavor, params=params)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
+    runtime.config = LoopConfig(rate_hz=50.0, takeoff_alt_m=6.0, end_action="rtl")
+    try:
+        with pytest.raises(
+            ActivationError, match=re.escape("refusing the end action: --end rtl from")
+        ) as err:
+            runtime.run()
+    finally:
+        link.close()
+        world.close()
+    assert expect in str(err.value) and "pass --end land or --end hold" in str(err.value), err.value
+    assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
+
+
 @pytest.mark.parametrize(("where", "end"), [("north", "rtl"), ("south", "hold")])
 def test_case7_family_rtl_is_commanded_only_when_the_way_home_is_clear(
     goal_seeker: Path, tmp_path: Path, where: str, end: str
