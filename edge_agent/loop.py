@@ -431,7 +431,7 @@ class Runtime:
                     self.mission, self._column_ne or pos.value, target_down, ground
                 )
                 vel = self.state.vel_ned_m_s
-                step = guard.step(pos.value, None if vel is None else vel.value, up)
+                step = guard.step(pos.value, None if vel is None else vel.value, up, now * 1e-9)
                 self.summary.climb_max_drift_m = guard.max_drift_m
                 if step.abort is not None and aborted is None:
                     aborted = step.abort

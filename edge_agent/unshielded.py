@@ -44,9 +44,14 @@ Slower than the autopilot's own velocity loop (time constant ~0.55 s on the X500
 the pull back does not overshoot. In the emulator an 8 m/s cross wind moved a 10 m climb 3.7 m off
 its column without it, 0.9 m with it (1.3 m at gain 0.5, 0.7 m at 1.5)."""
 CLIMB_DRIFT_LIMIT_M = 2.0
-"""Off the column by more than this and the climb is aborted even with nothing near: the vehicle is
-not doing what it is told (a wind beyond it, a wrong velocity estimate), and the column check before
-take-off covered the column, not the sky around it."""
+"""Off the column by more than this and the climb pauses (no climbing, still pulling back) even with
+nothing near: the column check before take-off covered the column, not the sky around it. Off by
+more for longer than :data:`CLIMB_DRIFT_GRACE_S`, or by twice this at any time, and the climb is
+aborted: the vehicle is not doing what it is told (a wind beyond it, a wrong velocity estimate)."""
+CLIMB_DRIFT_GRACE_S = 3.0
+"""How long the climb may stay paused off its column before it is aborted: a gust at lift-off
+(seconds) is waited out; a wind the vehicle cannot hold against is not. Every step of a pause is
+still watched for the fence and the keep-outs."""
 ROUTE_STEP_M = 0.25
 """Spacing of the points a path is checked at (a return's strip: vertically twice that); with a
 zero margin a zone thinner than this between two points could be missed."""
@@ -155,6 +160,8 @@ class ClimbStep:
     vehicle back down over its column."""
     drift_m: float = 0.0
     """Horizontal distance from the take-off column."""
+    paused: bool = False
+    """Off the column by more than the drift limit: not climbing, pulling back (not aborted yet)."""
 
 
 class ClimbGuard:
@@ -176,6 +183,7 @@ class ClimbGuard:
         *,
         gain_1_s: float = CLIMB_HOLD_GAIN_1_S,
         drift_limit_m: float = CLIMB_DRIFT_LIMIT_M,
+        drift_grace_s: float = CLIMB_DRIFT_GRACE_S,
     ) -> None:
         self.mission = mission
         self.column_ne_m = (float(column_ne_m[0]), float(column_ne_m[1]))
@@ -183,6 +191,12 @@ class ClimbGuard:
         self.ground_down_m = float(ground_down_m)
         self.gain_1_s = gain_1_s
         self.drift_limit_m = drift_limit_m
+        self.drift_grace_s = drift_grace_s
+        self._off_since_s: float | None = None
+        """When the vehicle last went beyond the drift limit (None: within it)."""
+        self.paused_s = 0.0
+        """Seconds the climb has spent paused off its column so far (for the log and the tests)."""
+        self._last_s: float | None = None
         self.max_drift_m = 0.0
         """The largest drift from the column seen so far (for the log and the tests)."""
         self.aborted: str | None = None
@@ -196,14 +210,20 @@ class ClimbGuard:
         return float(pos_ned_m[0]) + vn * reach, float(pos_ned_m[1]) + ve * reach
 
     def _why_abort(
-        self, pos: tuple[float, float, float], vel: tuple[float, float], drift: float
+        self, pos: tuple[float, float, float], vel: tuple[float, float], drift: float, now_s: float
     ) -> str | None:
         north, east, down = pos
         here = f"at N {north:.1f} E {east:.1f} m, {-down:.1f} m up"
-        if drift > self.drift_limit_m:
+        if drift <= self.drift_limit_m:
+            self._off_since_s = None
+        elif self._off_since_s is None:
+            self._off_since_s = now_s
+        off_s = 0.0 if self._off_since_s is None else now_s - self._off_since_s
+        if drift > 2.0 * self.drift_limit_m or off_s > self.drift_grace_s:
             return (
-                f"the vehicle drifted {drift:.1f} m off its take-off column ({here}; at most "
-                f"{self.drift_limit_m:g} m allowed): it is not holding the column it was told to"
+                f"the vehicle drifted {drift:.1f} m off its take-off column ({here}; the climb pauses "
+                f"beyond {self.drift_limit_m:g} m and gives up after {self.drift_grace_s:g} s there or "
+                f"beyond {2.0 * self.drift_limit_m:g} m): it is not holding the column it was told to"
             )
         sn, se = self.stop_point(pos, (*vel, 0.0))
         top = min(down, self.target_down_m)
@@ -215,10 +235,11 @@ class ClimbGuard:
         return f"the climb {here}, {drift:.1f} m off its column, was {hit.describe()}"
 
     def step(
-        self, pos_ned_m: tuple[float, ...], vel_ned_m_s: tuple[float, ...] | None, up_m_s: float
+        self, pos_ned_m: tuple[float, ...], vel_ned_m_s: tuple[float, ...] | None, up_m_s: float, now_s: float
     ) -> ClimbStep:
-        """The command for this step at ``up_m_s`` upward holding the column, or, once aborted,
-        back down over it."""
+        """The command for this step (at ``now_s``, seconds on any monotonic clock) at ``up_m_s``
+        upward holding the column; paused (not climbing) while off it beyond the drift limit; once
+        aborted, back down over it."""
         north, east, down = (float(v) for v in pos_ned_m[:3])
         cn, ce = self.column_ne_m
         off_n, off_e = cn - north, ce - east
@@ -229,14 +250,18 @@ class ClimbGuard:
             return ClimbStep((0.0, 0.0, 0.0), self.aborted, drift)
         vel = (0.0, 0.0) if vel_ned_m_s is None else (float(vel_ned_m_s[0]), float(vel_ned_m_s[1]))
         if self.aborted is None:
-            self.aborted = self._why_abort((north, east, down), vel, drift)
+            self.aborted = self._why_abort((north, east, down), vel, drift, now_s)
+        paused = self.aborted is None and self._off_since_s is not None
+        if paused and self._last_s is not None:
+            self.paused_s += now_s - self._last_s
+        self._last_s = now_s
         vn, ve = self.gain_1_s * off_n, self.gain_1_s * off_e
         limit = self.mission.limits.horizontal_m_s
         speed = math.hypot(vn, ve)
         if speed > limit:
             vn, ve = vn * limit / speed, ve * limit / speed
         if self.aborted is None:
-            return ClimbStep((vn, ve, -up_m_s), None, drift)
+            return ClimbStep((vn, ve, 0.0 if paused else -up_m_s), None, drift, paused)
         clear = land_problem(self.mission, (north, east, down), self.ground_down_m, margins=False) is None
         down_m_s = self.mission.fallback.land_speed_m_s if clear else 0.0
         return ClimbStep((vn, ve, down_m_s), self.aborted, drift)

@@ -310,6 +310,34 @@ def test_case1_family_the_takeoff_climb_holds_its_column_against_the_wind(
     assert abs(summary.climb_max_drift_m - drift.max()) < 0.05
 
 
+@pytest.mark.parametrize(("gust_m_s", "gust_s"), [(16.0, 2.5)])
+def test_case1_family_a_gust_at_liftoff_pauses_the_climb_instead_of_ending_the_flight(
+    goal_seeker: Path, tmp_path: Path, gust_m_s: float, gust_s: float
+) -> None:
+    """A 14 m/s cross gust for 1.5 s, 3 m up in the open: it blows the vehicle over 2 m off its
+    column. That used to abort the climb at once and end the flight (exit 7); now the climb pauses,
+    pulls back and climbs on once within 2 m, and the policy flies (here to the time limit)."""
+    world = World(tmp_path)
+    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=10.0, max_duration_s=0.5)
+
+    def gust() -> None:
+        world.sim.set_params(wind_ned_m_s=(0.0, gust_m_s, 0.0))
+        world.at(world.now_s + gust_s, lambda: world.sim.set_params(wind_ned_m_s=(0.0, 0.0, 0.0)))
+
+    world.when(lambda: -float(world.sim.pos_ned_m[0, 2]) > 3.0, gust)
+    try:
+        summary = runtime.run()
+    finally:
+        link.close()
+        world.close()
+    track = _climb_track(tmp_path / "f.eal")
+    drift = np.hypot(track[:, 0] - track[0, 0], track[:, 1] - track[0, 1])
+    print(f"gust: {drift.max():.2f} m off the column")
+    assert 2.0 < drift.max() < 4.0, drift.max()  # beyond the pause limit, short of the hard one
+    assert summary.climb_aborted is None and summary.exit_code == ExitCode.TIME_LIMIT, summary
+    assert -track[-1, 2] > 9.0 and drift[-1] < 2.0  # climbed on, back over its column
+
+
 def test_case1_family_a_climb_blown_toward_an_overhang_is_aborted_and_comes_back_down(
     goal_seeker: Path, tmp_path: Path
 ) -> None:

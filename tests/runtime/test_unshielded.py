@@ -41,25 +41,44 @@ def demo():  # type: ignore[no-untyped-def]
 
 def test_the_climb_pulls_back_toward_its_column_clipped_to_the_speed_limit(demo) -> None:  # type: ignore[no-untyped-def]
     guard = ClimbGuard(demo, (0.0, 0.0), -10.0)
-    step = guard.step((0.0, 0.5, -3.0), (0.0, 0.0, 0.0), 1.5)
+    step = guard.step((0.0, 0.5, -3.0), (0.0, 0.0, 0.0), 1.5, 0.0)
     assert step.abort is None and step.vel_sp_ned_m_s == pytest.approx((0.0, -0.5, -1.5))
-    step = guard.step((-1.9, 0.0, -3.0), (0.0, 0.0, 0.0), 1.5)
+    step = guard.step((-1.9, 0.0, -3.0), (0.0, 0.0, 0.0), 1.5, 0.02)
     assert step.abort is None and step.vel_sp_ned_m_s[0] == pytest.approx(1.9)
-    far = ClimbGuard(demo, (0.0, 0.0), -10.0, gain_1_s=10.0).step((1.5, 0.0, -3.0), None, 1.5)
+    far = ClimbGuard(demo, (0.0, 0.0), -10.0, gain_1_s=10.0).step((1.5, 0.0, -3.0), None, 1.5, 0.0)
     assert math.hypot(*far.vel_sp_ned_m_s[:2]) == pytest.approx(demo.limits.horizontal_m_s)
 
 
 def test_the_climb_is_aborted_off_its_column_or_where_it_would_stop_near_a_zone(demo) -> None:  # type: ignore[no-untyped-def]
     guard = ClimbGuard(demo, (0.0, 0.0), -10.0)
-    step = guard.step((2.1, 0.0, -3.0), None, 1.5)
-    assert step.abort is not None and "drifted 2.1 m off its take-off column" in step.abort
+    step = guard.step((4.1, 0.0, -3.0), None, 1.5, 0.0)  # beyond twice the drift limit: at once
+    assert step.abort is not None and "drifted 4.1 m off its take-off column" in step.abort
     assert step.vel_sp_ned_m_s[2] > 0.0  # aborted: coming down (straight down is clear here)
-    assert guard.step((0.0, 0.0, -3.0), None, 1.5).abort == step.abort  # latched
+    assert guard.step((0.0, 0.0, -3.0), None, 1.5, 0.02).abort == step.abort  # latched
     # 1.5 m from the mast's margin, but moving at it at 3 m/s: it would stop inside the margin
     near = ClimbGuard(demo, (4.0, 4.0), -10.0)
-    assert near.step((4.5, 4.0, -3.0), (0.0, 0.0, 0.0), 1.5).abort is None
-    moving = ClimbGuard(demo, (4.0, 4.0), -10.0).step((4.5, 4.0, -3.0), (3.0, 0.0, 0.0), 1.5)
+    assert near.step((4.5, 4.0, -3.0), (0.0, 0.0, 0.0), 1.5, 0.0).abort is None
+    moving = ClimbGuard(demo, (4.0, 4.0), -10.0).step((4.5, 4.0, -3.0), (3.0, 0.0, 0.0), 1.5, 0.0)
     assert moving.abort is not None and "the keep-out cylinder at N 9 E 4" in moving.abort
+
+
+def test_a_gust_off_the_column_pauses_the_climb_and_only_a_lasting_drift_aborts_it(demo) -> None:  # type: ignore[no-untyped-def]
+    """Beyond the 2 m drift limit the climb stops climbing and pulls back; back within it, it climbs
+    on (a gust at lift-off no longer ends the flight); off it for more than 3 s, it is aborted."""
+    guard = ClimbGuard(demo, (-20.0, -20.0), -10.0)  # in the open, far from the zones and the fence
+    assert guard.step((-20.0, -22.5, -3.0), None, 1.5, 0.0).paused  # blown 2.5 m off
+    gust = guard.step((-20.0, -22.5, -3.0), None, 1.5, 0.5)
+    assert gust.abort is None and gust.paused and gust.vel_sp_ned_m_s[2] == 0.0
+    assert gust.vel_sp_ned_m_s[1] > 0.0  # pulling back east, toward the column
+    calm = guard.step((-20.0, -21.0, -3.0), None, 1.5, 2.0)
+    assert calm.abort is None and not calm.paused and calm.vel_sp_ned_m_s[2] == -1.5
+    assert guard.paused_s == pytest.approx(0.5)
+    for t in (3.0, 4.0, 5.0, 6.0):  # blown off again, and it stays off
+        step = guard.step((-20.0, -22.5, -3.0), None, 1.5, t)
+    assert step.abort is None and step.paused  # 3.0 s off: still waiting
+    step = guard.step((-20.0, -22.5, -3.0), None, 1.5, 6.1)
+    assert step.abort is not None and "drifted 2.5 m off its take-off column" in step.abort
+    assert "gives up after 3 s there" in step.abort
 
 
 def test_land_over_a_zone_and_rtl_across_one_become_hold(demo) -> None:  # type: ignore[no-untyped-def]
