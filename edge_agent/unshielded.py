@@ -8,8 +8,9 @@ shield uses (:class:`~edge_agent.mission.MissionGeometry`):
 
 * :class:`ClimbGuard` holds the take-off column (a horizontal velocity back toward where the climb
   started) and watches it every step: it aborts the climb when the vehicle, or where it would stop,
-  comes within the mission's margins of the fence or a keep-out along the rest of its climb, or
-  when it has drifted off its column by more than :data:`CLIMB_DRIFT_LIMIT_M`.
+  comes within the mission's margins of the fence or a keep-out along the rest of its climb. Off
+  its column by more than :data:`CLIMB_DRIFT_LIMIT_M` it pauses the climb, and aborts it when that
+  lasts :data:`CLIMB_DRIFT_GRACE_S` or the drift doubles.
 * :func:`choose_end_action` checks the end action's path before it is commanded: LAND descends
   vertically from where the vehicle is; RTL climbs to the return altitude, flies a straight line
   home and descends there (only that return is checked: another RTL type, a terrain-relative
@@ -195,7 +196,7 @@ class ClimbGuard:
         self._off_since_s: float | None = None
         """When the vehicle last went beyond the drift limit (None: within it)."""
         self.paused_s = 0.0
-        """Seconds the climb has spent paused off its column so far (for the log and the tests)."""
+        """Seconds the climb has spent paused off its column so far."""
         self._last_s: float | None = None
         self.max_drift_m = 0.0
         """The largest drift from the column seen so far (for the log and the tests)."""
