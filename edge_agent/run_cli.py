@@ -31,10 +31,12 @@ EPILOG = """examples:
 
 The vehicle is left landing (or holding, with --end hold) when the mission completes or on
 SIGINT/SIGTERM. The end action's path is checked against the mission first (land: straight down;
-rtl: the climb to the return altitude, the line home, the descent there): one not clear becomes
+rtl: the climb to the return altitude, the line home, the descent there; only a return straight
+home, so PX4 RTL_TYPE 0, ArduCopter RTL_ALT_TYPE 0 and no rally point): one not clear becomes
 hold, said on the console; one never clear from the final waypoint is refused at start-up. The
-take-off climb holds its column and is aborted (exit 7) near the fence or a keep-out. If the autopilot or the pilot switches mode away from OFFBOARD/GUIDED, the agent
-stops commanding and never takes control back.
+take-off climb holds its column, pauses when blown off it, and is aborted (exit 7) near the fence
+or a keep-out, or when it stays off. If the autopilot or the pilot switches mode away from
+OFFBOARD/GUIDED, the agent stops commanding and never takes control back.
 
 A lost link (cable out, TCP reset) is reopened with backoff while the agent holds; the flight
 goes on only if the vehicle is still in OFFBOARD/GUIDED when the link is back (docs/safety.md).
