@@ -165,14 +165,18 @@ async def mission(drone: System) -> dict[str, Any]:
         drone.mission.mission_progress(), lambda p: p.current == p.total == 2, 90, "mission progress 2/2"
     )
     assert await drone.mission.is_mission_finished()
-    # MISSION_ITEM_REACHED for the last item comes as the vehicle enters its acceptance radius
+    # MISSION_ITEM_REACHED for the last item comes as the vehicle enters its acceptance radius; it
+    # then holds there. Real PX4 SIH was once seen 6.3 m up as it arrived (its baro-fused altitude
+    # wanders): the altitude is judged over the hold, not on the one sample at arrival.
     pos = await until(
         drone.telemetry.position(),
-        lambda p: math.dist(ne_m(lat0, lon0, p.latitude_deg, p.longitude_deg), (15.0, 15.0)) < 2.5,
+        lambda p: (
+            math.dist(ne_m(lat0, lon0, p.latitude_deg, p.longitude_deg), (15.0, 15.0)) < 2.5
+            and abs(p.relative_altitude_m - 5.0) < 1.0
+        ),
         15,
-        "the vehicle within 2.5 m of the last waypoint",
+        "the vehicle within 2.5 m of the last waypoint, 4-6 m up",
     )
-    assert abs(pos.relative_altitude_m - 5.0) < 1.0, pos
     mode = await first(drone.telemetry.flight_mode(), 5, "flight_mode")
     await drone.action.land()
     await landed(drone)
