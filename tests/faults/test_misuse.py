@@ -422,13 +422,9 @@ def test_case7_family_land_over_a_low_keepout_is_not_commanded_the_vehicle_holds
     assert [e for e in events if e["name"] == "end_command" and e["action"] == "hold"], events
 
 
-def test_case7_family_rtl_above_the_ceiling_is_refused_before_anything_is_commanded(
-    goal_seeker: Path, tmp_path: Path
-) -> None:
-    """PX4 returns at RTL_RETURN_ALT, 60 m by default: above a 30 m ceiling on every `--end rtl`.
-    It used to be flown; now it is refused at start-up, naming the parameter and the value to set."""
-    world = World(tmp_path)
-    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", takeoff_alt_m=6.0)
+def _refused_rtl(world: World, bundle: Path, tmp_path: Path, mission: Path = HERE / "faults.toml") -> str:
+    """Run with ``--end rtl``; it must be refused at start-up, before arming or logging: the reason."""
+    runtime, link = _runtime(world, bundle, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
     runtime.config = LoopConfig(rate_hz=50.0, takeoff_alt_m=6.0, end_action="rtl")
     try:
         with pytest.raises(
@@ -438,9 +434,18 @@ def test_case7_family_rtl_above_the_ceiling_is_refused_before_anything_is_comman
     finally:
         link.close()
         world.close()
-    assert "the return climbs to 60.0 m (RTL_RETURN_ALT 60 above home at 0.0 m)" in str(err.value)
-    assert "set RTL_RETURN_ALT to at most 29.5 on the autopilot" in str(err.value), err.value
     assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
+    return str(err.value)
+
+
+def test_case7_family_rtl_above_the_ceiling_is_refused_before_anything_is_commanded(
+    goal_seeker: Path, tmp_path: Path
+) -> None:
+    """PX4 returns at RTL_RETURN_ALT, 60 m by default: above a 30 m ceiling on every `--end rtl`.
+    It used to be flown; now it is refused at start-up, naming the parameter and the value to set."""
+    why = _refused_rtl(World(tmp_path), goal_seeker, tmp_path)
+    assert "the return climbs to 60.0 m (RTL_RETURN_ALT 60 above home at 0.0 m)" in why
+    assert "set RTL_RETURN_ALT to at most 29.5 on the autopilot" in why, why
 
 
 @pytest.mark.parametrize(
@@ -470,19 +475,8 @@ def test_case7_family_rtl_that_may_not_go_straight_home_is_refused_at_startup(
             'flavour = "px4"\nsilence_hold_s = 1.0', 'flavour = "ardupilot"\nsilence_hold_s = 3.0'
         )
     mission.write_text(text)
-    world = World(tmp_path, flavor=flavor, params=params)
-    runtime, link = _runtime(world, goal_seeker, tmp_path / "f.eal", mission, takeoff_alt_m=6.0)
-    runtime.config = LoopConfig(rate_hz=50.0, takeoff_alt_m=6.0, end_action="rtl")
-    try:
-        with pytest.raises(
-            ActivationError, match=re.escape("refusing the end action: --end rtl from")
-        ) as err:
-            runtime.run()
-    finally:
-        link.close()
-        world.close()
-    assert expect in str(err.value) and "pass --end land or --end hold" in str(err.value), err.value
-    assert not runtime.state.armed and not (tmp_path / "f.eal").exists()
+    why = _refused_rtl(World(tmp_path, flavor=flavor, params=params), goal_seeker, tmp_path, mission)
+    assert expect in why and "pass --end land or --end hold" in why, why
 
 
 @pytest.mark.parametrize(("where", "end"), [("north", "rtl"), ("south", "hold")])
