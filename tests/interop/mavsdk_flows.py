@@ -39,18 +39,21 @@ async def first(stream: AsyncIterator[Any], timeout_s: float, what: str) -> Any:
 
 
 async def until(stream: AsyncIterator[Any], pred: Callable[[Any], bool], timeout_s: float, what: str) -> Any:
-    """The first sample satisfying ``pred``, or fail naming what was awaited."""
+    """The first sample satisfying ``pred``, or fail naming what was awaited and the last sample seen."""
+    last: list[Any] = []
 
     async def get() -> Any:
         async for sample in stream:
             if pred(sample):
                 return sample
+            last[:] = [sample]
         raise AssertionError(f"{what}: stream ended")
 
     try:
         return await asyncio.wait_for(get(), timeout_s)
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
+        seen = f"last sample: {last[0]}" if last else "no sample at all"
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what} ({seen})") from None
 
 
 async def arm(drone: System, timeout_s: float = 30.0) -> None:
@@ -131,9 +134,13 @@ async def offboard_velocity(drone: System) -> dict[str, Any]:
     await drone.offboard.start()
     await until(drone.telemetry.flight_mode(), lambda m: m.name == "OFFBOARD", 5, "OFFBOARD")
     await drone.offboard.set_velocity_ned(VelocityNedYaw(2.0, 0.0, 0.0, 0.0))
-    vel = await until(
-        drone.telemetry.velocity_ned(), lambda v: v.north_m_s > 1.6, 10, "north velocity > 1.6 m/s"
-    )
+    try:
+        vel = await until(
+            drone.telemetry.velocity_ned(), lambda v: v.north_m_s > 1.6, 20, "north velocity > 1.6 m/s"
+        )
+    except AssertionError as exc:  # say whether PX4 left OFFBOARD (setpoint loss) or just lagged
+        mode = await first(drone.telemetry.flight_mode(), 5, "flight_mode")
+        raise AssertionError(f"{exc}; flight mode then: {mode.name}") from None
     assert abs(vel.east_m_s) < 0.5, vel
     await drone.offboard.set_velocity_ned(VelocityNedYaw(0.0, 0.0, 0.0, 0.0))
     await drone.offboard.stop()
