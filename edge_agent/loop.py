@@ -20,11 +20,11 @@ control back (DESIGN.md).
 The companion HEARTBEAT goes out only while this loop says it is healthy: a stuck or dying loop
 goes silent, so the autopilot's own offboard-loss failsafe takes over.
 
-Link faults (docs/safety.md): the loop keeps ticking through them. A pulled cable, a TCP reset
-or a silent peer makes the telemetry stale, so the watchdog holds (zero velocity: the vehicle may
-still hear us) within the position freshness limit; link and session events (a
-:class:`~firmware_bridge.links.ReconnectingLink` reopening the device, the autopilot's HEARTBEAT
-timing out and returning) go to the flight log and the ground station. While the autopilot's
+Link faults (docs/safety.md): the loop keeps ticking through them. A pulled cable, a TCP reset or
+a silent peer makes the telemetry stale, so the watchdog holds (zero velocity: the vehicle may
+still hear us) within the position freshness limit; link and session events (a ReconnectingLink
+reopening the device, the autopilot's HEARTBEAT timing out and returning) go to the flight log,
+the ground station and, like fallback entries and a loss of control, the console (stderr). While the autopilot's
 HEARTBEAT is absent the loop cannot know its mode, so it does not judge control then; when the
 HEARTBEAT returns, the policy resumes only if the vehicle is still in OFFBOARD/GUIDED and armed.
 Anything else (the autopilot's offboard-loss failsafe fired, it rebooted into its default mode, a
@@ -162,7 +162,9 @@ class Runtime:
             assert self.custom is not None
             self.custom.set_healthy(healthy)
 
-    def _gcs_text(self, severity: int, text: str) -> None:
+    def _gcs_text(self, severity: int, text: str, console: bool = False) -> None:
+        if console:
+            self._status(text.removeprefix("edge-agent: "), end="\n")
         if self.session is not None:
             self.session.send_statustext(severity, text)
 
@@ -584,7 +586,7 @@ class Runtime:
             if lost is not None:
                 s.control_lost = f"{lost.reason} (mode {lost.mode})"
                 log.event(t, "control_lost", mode=lost.mode, armed=lost.armed, reason=lost.reason)
-                self._gcs_text(_WARNING, f"edge-agent: control lost to {lost.mode}; not taking it back")
+                self._gcs_text(_WARNING, f"edge-agent: control lost to {lost.mode}; not taking it back", True)
                 self._finish(t, "control lost: " + lost.reason, ExitCode.CONTROL_LOST, command_end=False)
                 return
             link_ok[0] = st.link_up and (now - st.heartbeat_stamp_ns) < hb_timeout_ns
@@ -643,8 +645,9 @@ class Runtime:
                         self._gcs_text(_WARNING, "edge-agent: flight log write failing (disk full?)")
                     s.log_records_dropped = log.dropped
             if d.intervened[0] and layer == 3 and stage != self._last_stage:
-                log.event(t, "fallback", stage=stage, reason=_REASON_NAMES[reason])
-                self._gcs_text(_WARNING, f"edge-agent: fallback {_REASON_NAMES[reason]}")
+                why = _REASON_NAMES[reason]
+                log.event(t, "fallback", stage=stage, reason=why)
+                self._gcs_text(_WARNING, f"edge-agent: fallback {Stage(stage).name} ({why})", True)
             self._last_stage = stage
 
             if stage == _STAGE_LAND and st.landed_state == LandedState.ON_GROUND:
@@ -686,15 +689,15 @@ class Runtime:
                 self.log.event(t, f"link_{ev.kind.value}", url=ev.url, detail=ev.reason)
                 if ev.kind.value == "down":
                     self.summary.link_downs += 1
-                    self._gcs_text(_WARNING, "edge-agent: link lost, holding; reconnecting")
+                    self._gcs_text(_WARNING, "edge-agent: link lost, holding; reconnecting", True)
                 else:
-                    self._gcs_text(_NOTICE, "edge-agent: link reconnected")
+                    self._gcs_text(_NOTICE, "edge-agent: link reconnected", True)
         if self.session is not None:
             for sev in self.session.events():
                 if sev.kind == SessionEventKind.LINK_DOWN:
                     self.log.event(t, "autopilot_lost", detail=sev.detail)
                     self.summary.link_downs += 1
-                    self._gcs_text(_WARNING, "edge-agent: autopilot heartbeat lost, holding")
+                    self._gcs_text(_WARNING, "edge-agent: autopilot heartbeat lost, holding", True)
                 elif sev.kind == SessionEventKind.LINK_UP:
                     self.log.event(t, "autopilot_back", detail=sev.detail, mode=self.state.mode)
                     self._gcs_text(_NOTICE, f"edge-agent: autopilot back in {self.state.mode}")

@@ -121,7 +121,7 @@ def test_demo_mission_on_real_firmware_completes_without_breach(
     need(kind)
     mission = load_mission(MISSIONS[kind])
     result, track, summary, ended = fly(kind, demo_bundle, tmp_path, cold=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (summary, result.stderr[-3000:])
     assert summary.get("mission_complete") is True, (summary, result.stderr[-2000:])
     verdict = judge(
         mission,

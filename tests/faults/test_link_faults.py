@@ -18,11 +18,13 @@ import pytest
 from fault_world import MAV_CMD_COMPONENT_ARM_DISARM, MAV_CMD_DO_SET_MODE, World, events
 
 from edge_agent.bundle import load_bundle
+from edge_agent.fallback import Stage
 from edge_agent.flightlog import read_log
 from edge_agent.loop import Runtime
 from edge_agent.loop_config import LoopConfig, RunSummary
 from edge_agent.mission import Mission, parse_mission
 from edge_agent.watchdog import Reason
+from firmware_bridge.exitcodes import ExitCode
 from firmware_bridge.links import ReconnectingLink
 from firmware_bridge.session import SessionConfig
 
@@ -190,7 +192,9 @@ def test_cable_pulled_briefly_holds_then_resumes(goal_seeker: Path, tmp_path: Pa
     assert any("link reconnected" in t for t in flight.texts_after_fault())
 
 
-def test_cable_pulled_past_offboard_loss_hands_over_for_good(goal_seeker: Path, tmp_path: Path) -> None:
+def test_cable_pulled_past_offboard_loss_hands_over_for_good(
+    goal_seeker: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     # 2 s out: PX4's offboard-loss failsafe (COM_OF_LOSS_T = 1 s) switches to Position mode.
     # When the link returns the agent must see that, stop, and never switch back.
     flight = fly(tmp_path, goal_seeker, lambda w: w.pull_cable(replug_after_s=2.0), max_duration_s=10.0)
@@ -210,6 +214,9 @@ def test_cable_pulled_past_offboard_loss_hands_over_for_good(goal_seeker: Path, 
     _no_takeover_after(flight, flight.fault_s)
     texts = flight.texts_after_fault()
     assert any("control lost to" in t for t in texts), texts
+    err = capfd.readouterr().err  # and the operator's console, at once
+    assert "edge-agent run: link lost, holding; reconnecting" in err, err
+    assert f"edge-agent run: control lost to {lost['mode']}; not taking it back" in err, err
 
 
 def test_udp_peer_silent_holds_and_reports_autopilot_lost(goal_seeker: Path, tmp_path: Path) -> None:
@@ -305,3 +312,26 @@ def test_a_full_disk_in_flight_warns_once_and_the_summary_says_the_log_is_incomp
     assert any("flight log write failing" in text for _, _, text in flight.world.sent.statustext)
     ticks = sum(1 for r in flight.records if r["k"] == "tick")
     assert ticks + s.log_records_dropped >= s.ticks  # every tick is on disk or counted as lost
+
+
+def test_a_jump_outside_the_fence_ends_in_a_fallback_landing_said_on_the_console_and_exit_5(
+    goal_seeker: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The vehicle is put 2 m outside the fence at once (as an estimator reset can): nothing the
+    # policy asks is safe any more, so the shield's fallback brakes, holds, and, the fence still
+    # crossed after the mission's hold, lands there; every stage is said on the console as it comes.
+    def jump(world: World) -> None:
+        world.sim.pos_ned_m[0, 0] = 32.0  # fence north_max 30 m; the autopilot's 45 m
+
+    flight = fly(tmp_path, goal_seeker, jump, max_duration_s=40.0)
+    s = flight.summary
+    assert s.end_reason == "landed by the shield's fallback"
+    assert s.exit_code == ExitCode.FALLBACK_LANDED == 5
+    stages = [e["stage"] for e in events(flight.records) if e["name"] == "fallback"]
+    assert stages == [Stage.BRAKE, Stage.HOLD, Stage.LAND], _names(flight.records)
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "fallback" in line]
+    assert said == [f"edge-agent run: fallback {st} (NOT_RECOVERABLE)" for st in ("BRAKE", "HOLD", "LAND")], (
+        err
+    )
+    assert any("fallback LAND" in t for t in flight.texts_after_fault())
