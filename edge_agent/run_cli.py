@@ -40,6 +40,9 @@ OFFBOARD/GUIDED, the agent stops commanding and never takes control back.
 
 A lost link (cable out, TCP reset) is reopened with backoff while the agent holds; the flight
 goes on only if the vehicle is still in OFFBOARD/GUIDED when the link is back (docs/safety.md).
+Each fallback stage and its reason (e.g. "fallback BRAKE (NOT_RECOVERABLE)"), a lost link or
+HEARTBEAT and a loss of control are printed on stderr as they happen, besides the flight log and
+the ground station's STATUSTEXT.
 With --public-key the agent refuses bundles not signed by that key (`edge-agent sign`); with
 --signing-key every MAVLink frame is signed and unsigned or wrongly signed frames are dropped.
 

@@ -284,9 +284,19 @@ def test_flight_controller_reboot_is_a_final_handover(goal_seeker: Path, tmp_pat
     )
 
 
+@pytest.mark.parametrize(
+    ("max_duration_s", "code"),
+    [(5.0, ExitCode.TIME_LIMIT), (90.0, ExitCode.LOG_INCOMPLETE)],
+    ids=["cut_by_the_time_limit", "mission_complete"],
+)
 def test_a_full_disk_in_flight_warns_once_and_the_summary_says_the_log_is_incomplete(
-    tmp_path: Path, goal_seeker: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    goal_seeker: Path,
+    capfd: pytest.CaptureFixture[str],
+    max_duration_s: float,
+    code: ExitCode,
 ) -> None:
+    # The flight's own end wins (the vehicle's fate matters more); only a mission complete becomes 6.
     import resource
     import signal
 
@@ -299,12 +309,14 @@ def test_a_full_disk_in_flight_warns_once_and_the_summary_says_the_log_is_incomp
         resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1024, old[1]))
 
     try:
-        flight = fly(tmp_path, goal_seeker, fill_the_disk, max_duration_s=5.0)
+        flight = fly(tmp_path, goal_seeker, fill_the_disk, max_duration_s=max_duration_s)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old)
         signal.signal(signal.SIGXFSZ, old_handler)
     s = flight.summary
-    assert s.end_reason.startswith("time limit")  # the flight went on: the vehicle never noticed
+    # the flight went on: the vehicle never noticed
+    assert s.end_reason == ("mission complete" if code == ExitCode.LOG_INCOMPLETE else "time limit 5 s")
+    assert s.exit_code == code
     assert s.log_records_dropped > 100 and s.log_records_dropped == flight.runtime.log.dropped  # type: ignore[union-attr]
     assert flight.runtime.log is not None and flight.runtime.log.incomplete
     err = capfd.readouterr().err
