@@ -230,10 +230,15 @@ def free_tcp_port() -> int:
 async def run_flow(name: str, address: str, ready_timeout_s: float = 20.0) -> dict[str, Any]:
     """Connect as the examples do (mavsdk_server on a free gRPC port), wait for a global position
     and home, run flow ``name``."""
-    drone = System(port=free_tcp_port())
+    port = free_tcp_port()
+    # each step said as it starts: a flow that hangs (a mavsdk_server that never answers) shows where
+    print(f"{name}: starting mavsdk_server (gRPC port {port}) on {address}", flush=True)
+    drone = System(port=port)
     await drone.connect(system_address=address)
+    print(f"{name}: mavsdk_server up; waiting for the vehicle", flush=True)
     try:
         await until(drone.core.connection_state(), lambda s: s.is_connected, 20, "connection")
+        print(f"{name}: connected; waiting for global position and home", flush=True)
         await until(
             drone.telemetry.health(),
             lambda h: h.is_global_position_ok and h.is_home_position_ok,
