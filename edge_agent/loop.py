@@ -24,7 +24,7 @@ Link faults (docs/safety.md): the loop keeps ticking through them. A pulled cabl
 a silent peer makes the telemetry stale, so the watchdog holds (zero velocity: the vehicle may
 still hear us) within the position freshness limit; link and session events (a ReconnectingLink
 reopening the device, the autopilot's HEARTBEAT timing out and returning) go to the flight log,
-the ground station and, like fallback entries and a loss of control, the console (stderr). While the autopilot's
+the ground station and, as fallback stages and a loss of control do, stderr. While the autopilot's
 HEARTBEAT is absent the loop cannot know its mode, so it does not judge control then; when the
 HEARTBEAT returns, the policy resumes only if the vehicle is still in OFFBOARD/GUIDED and armed.
 Anything else (the autopilot's offboard-loss failsafe fired, it rebooted into its default mode, a
