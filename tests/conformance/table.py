@@ -116,8 +116,6 @@ EXPLAINED: dict[tuple[str, str], str] = {
     ("fence.breach", "px4"): "same text and Hold; real PX4 SIH was 2.3 m past the radius when its Hold "
     "showed in the 1 Hz HEARTBEAT and went 3.2 m past in all, the emulator 0.9 m and 1.5 m (its "
     "check runs at 50 Hz on the true position; PX4's on its estimate, reported once a second)",
-    ("param.read_unknown", "ardupilot"): "real ArduCopter answers an unknown name with some other "
-    "parameter (index 65535, later than 0.5 s); the emulator says nothing (a companion must check the name)",
     ("fence.breach", "ardupilot"): "real ArduCopter never breached: in GUIDED its fence avoidance "
     "(AVOID_ENABLE, AC_Avoid) stopped the vehicle at the fence with no text and no mode change; the "
     "emulator does not model avoidance, so it breaches, says 'Fence Breached' and returns (RTL)",

@@ -60,7 +60,9 @@ def now() -> float:
 
 
 def replies(c: MavClient, t0: float, t1: float) -> list[str]:
-    """What the vehicle answered between t0 and t1 (periodic PreArm texts left out), de-duplicated."""
+    """What the vehicle answered between t0 and t1, de-duplicated. Left out: periodic PreArm texts and
+    ArduPilot's unsolicited notices of a parameter saved on its own (PARAM_VALUE index 65535, e.g.
+    AP_Stats saving STAT_RUNTIME every 30 s), which answer nothing that was asked."""
     out: list[str] = []
     for r in c.since(t0, None, t1):
         if r.type not in REPLY_TYPES:
@@ -71,6 +73,8 @@ def replies(c: MavClient, t0: float, t1: float) -> list[str]:
                 continue
             item = f"STATUSTEXT '{text}'"
         elif r.type == "PARAM_VALUE":
+            if r.msg.param_index == 65535 and r.msg.param_id != UNKNOWN_PARAM:
+                continue
             item = f"PARAM_VALUE {r.msg.param_id} index {r.msg.param_index}"
         elif r.type == "COMMAND_ACK":
             item = f"ACK {r.msg.command} {result_name(r.msg.result)}"
